@@ -1,0 +1,1 @@
+"""gac_pipeline."""

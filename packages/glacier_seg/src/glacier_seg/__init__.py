@@ -1,0 +1,1 @@
+"""glacier_seg."""

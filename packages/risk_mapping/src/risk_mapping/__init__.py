@@ -1,0 +1,1 @@
+"""risk_mapping."""
