@@ -66,7 +66,9 @@ def atomic_temp_path(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+    )
     os.close(fd)
     return Path(tmp_name)
 
@@ -173,7 +175,10 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
             return None
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, timeout=10,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
@@ -181,9 +186,21 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
 
 
 _DEFAULT_PACKAGES = (
-    "torch", "torchvision", "lightning", "torchmetrics", "numpy", "rasterio",
-    "segmentation-models-pytorch", "terratorch", "peft", "bitsandbytes", "eo-common",
-    "cloud-removal", "gac-pipeline", "risk-mapping", "glacier-seg",
+    "torch",
+    "torchvision",
+    "lightning",
+    "torchmetrics",
+    "numpy",
+    "rasterio",
+    "segmentation-models-pytorch",
+    "terratorch",
+    "peft",
+    "bitsandbytes",
+    "eo-common",
+    "cloud-removal",
+    "gac-pipeline",
+    "risk-mapping",
+    "glacier-seg",
 )
 
 
