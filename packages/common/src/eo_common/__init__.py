@@ -1,1 +1,17 @@
-"""eo_common."""
+"""eo_common: the shared library of eolab.
+
+Modules (import them directly; this package imports nothing heavy on its own):
+
+- :mod:`eo_common.io` — atomic writes, the resumable-work manifest, provenance.
+- :mod:`eo_common.raster` — GeoTIFF I/O, band stacking, tiles, blended sliding-window prediction.
+- :mod:`eo_common.normalize` — S1/S2 scaling conventions, percentile stretch, band statistics.
+- :mod:`eo_common.losses` — losses as modules and functions.
+- :mod:`eo_common.metrics` — streaming image-quality and segmentation metrics.
+- :mod:`eo_common.training` — Lightning base module, schedulers, NaN guard, trainer factory, CLI flags.
+- :mod:`eo_common.viz` — PNG plots.
+- :mod:`eo_common.samples` — real sample data from registry packages; BigEarthNet v2 readers.
+- :mod:`eo_common.testing` — fake data sets in each real layout.
+- :mod:`eo_common.demos`, :mod:`eo_common.cli` — demo plug-ins and the ``eolab`` command.
+"""
+
+__version__ = "0.1.0"
