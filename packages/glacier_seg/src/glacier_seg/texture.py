@@ -1,0 +1,410 @@
+"""GLCM texture channels: an exact, vectorised sliding-window grey-level co-occurrence matrix.
+
+scikit-image computes texture per pixel by cutting a ``window x window`` patch around the pixel,
+calling :func:`skimage.feature.graycomatrix` on it and reading properties with
+:func:`skimage.feature.graycoprops`. That is about a hundred seconds per megapixel. This module
+computes the *same numbers* for every pixel at once:
+
+* ``contrast``, ``dissimilarity``, ``homogeneity`` are means over the pixel pairs of a window of a
+  function of the pair, so each is one box filter (integral image) over a per-pair map;
+* ``correlation`` needs the first and second moments of the pair values, again box filters, done in
+  exact integer arithmetic so constant windows give exactly the scikit-image special case (1.0);
+* ``ASM`` (and ``energy = sqrt(ASM)``) needs the sum of *squared* co-occurrence counts. The sum of
+  squared counts over all codes equals the number of pairs-of-pairs inside the window that share a
+  code, so it is a sum over displacements ``delta`` of box filters of the equality map
+  ``code(p) == code(p + delta)``. Its cost does not depend on the number of grey levels.
+
+The image is padded (reflect by default) by ``window // 2`` so the output has the input's shape; a
+pixel whose window lies inside the image (an *interior* pixel) gets exactly scikit-image's value for
+that window, the others get scikit-image's value for the window of the padded image.
+
+Example:
+    >>> import numpy as np
+    >>> from skimage.feature import graycomatrix, graycoprops
+    >>> rng = np.random.default_rng(0)
+    >>> q = rng.integers(0, 8, size=(16, 16)).astype(np.uint8)
+    >>> feats = glcm_features(q, window=5, levels=8, distances=(1,), angles=(0.0,),
+    ...                       properties=("contrast",))
+    >>> feats.shape                      # (properties, distances, angles, H, W)
+    (1, 1, 1, 16, 16)
+    >>> glcm = graycomatrix(q[5:10, 5:10], [1], [0.0], levels=8, symmetric=True, normed=True)
+    >>> bool(np.isclose(feats[0, 0, 0, 7, 7], graycoprops(glcm, "contrast")[0, 0]))
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from eo_common.io import atomic_write
+
+__all__ = [
+    "GLCM_PROPERTIES",
+    "GLCMConfig",
+    "quantize",
+    "glcm_offsets",
+    "glcm_features",
+    "glcm_features_skimage_loop",
+    "texture_channels",
+    "cached_texture_channels",
+]
+
+GLCM_PROPERTIES: tuple[str, ...] = (
+    "contrast",
+    "dissimilarity",
+    "homogeneity",
+    "energy",
+    "correlation",
+    "ASM",
+)
+
+
+@dataclass(frozen=True)
+class GLCMConfig:
+    """Parameters of the GLCM texture channels (one field per ``--glcm_*`` flag).
+
+    Attributes:
+        band: 1-based index of the GlacierHack band to texture (1..5 = Landsat-8 B2, B3, B4, B6,
+            B10); default 3 = B4 (red).
+        window: odd side of the square window, pixels.
+        levels: grey levels after quantisation (2..256).
+        distances: pixel-pair distances, pixels.
+        angles_deg: pixel-pair angles in degrees (scikit-image convention: offset
+            ``(round(sin a * d), round(cos a * d))`` in (row, col)).
+        properties: subset of :data:`GLCM_PROPERTIES`; one output channel each.
+        symmetric: count (i, j) and (j, i) (scikit-image ``symmetric=True``).
+        average_angles: mean over distances and angles (rotation-invariant channels); if False one
+            channel per (property, distance, angle).
+        clip_percentiles: per-tile percentiles mapped to grey levels 0 and ``levels - 1``.
+    """
+
+    band: int = 3
+    window: int = 7
+    levels: int = 32
+    distances: tuple[int, ...] = (1,)
+    angles_deg: tuple[float, ...] = (0.0, 45.0, 90.0, 135.0)
+    properties: tuple[str, ...] = ("contrast", "homogeneity")
+    symmetric: bool = True
+    average_angles: bool = True
+    clip_percentiles: tuple[float, float] = field(default=(2.0, 98.0))
+
+    def __post_init__(self) -> None:
+        if self.window < 2 or self.window % 2 == 0:
+            raise ValueError(f"glcm window must be an odd integer >= 3, got {self.window}")
+        if not 2 <= self.levels <= 256:
+            raise ValueError(f"glcm levels must be in [2, 256], got {self.levels}")
+        if not self.distances or any(d < 1 for d in self.distances):
+            raise ValueError(f"glcm distances must be positive integers, got {self.distances}")
+        if not self.angles_deg:
+            raise ValueError("glcm angles_deg must not be empty")
+        bad = [p for p in self.properties if p not in GLCM_PROPERTIES]
+        if bad or not self.properties:
+            raise ValueError(
+                f"glcm properties must be a non-empty subset of {GLCM_PROPERTIES}, got {bad or '()'}"
+            )
+        for dr, dc in glcm_offsets(self.distances, np.deg2rad(self.angles_deg)):
+            if abs(dr) >= self.window or abs(dc) >= self.window:
+                raise ValueError(
+                    f"glcm distance {max(self.distances)} does not fit in window {self.window}"
+                )
+
+    @property
+    def num_channels(self) -> int:
+        """Number of texture channels this configuration produces."""
+        per_prop = 1 if self.average_angles else len(self.distances) * len(self.angles_deg)
+        return len(self.properties) * per_prop
+
+    def digest(self) -> str:
+        """A short stable hash of the parameters (cache key)."""
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def quantize(band: np.ndarray, levels: int, low: float = 2.0, high: float = 98.0) -> np.ndarray:
+    """Map a float band to integer grey levels ``0..levels-1`` by a per-tile percentile clip.
+
+    Args:
+        band: (H, W) any real dtype; NaNs become level 0.
+        levels: number of grey levels.
+        low, high: percentiles (in %) mapped to level 0 and ``levels - 1``.
+
+    Returns:
+        (H, W) uint8 (uint16 when ``levels > 256`` is impossible here) grey levels.
+
+    Example:
+        >>> quantize(np.array([[0.0, 1.0], [2.0, 3.0]]), levels=4, low=0, high=100).tolist()
+        [[0, 1], [2, 3]]
+    """
+    x = np.asarray(band, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"quantize expects a (H, W) band, got shape {x.shape}")
+    finite = np.isfinite(x)
+    if not finite.any():
+        return np.zeros(x.shape, dtype=np.uint8)
+    lo, hi = np.percentile(x[finite], [low, high])
+    scale = (levels - 1) / (hi - lo) if hi > lo else 0.0
+    q = np.floor((np.clip(x, lo, hi) - lo) * scale + 0.5)
+    q = np.where(finite, q, 0.0)
+    return np.clip(q, 0, levels - 1).astype(np.uint8)
+
+
+def glcm_offsets(distances: Sequence[int], angles: Sequence[float]) -> list[tuple[int, int]]:
+    """(row, col) pixel offsets of each (distance, angle) pair, as scikit-image computes them.
+
+    scikit-image's ``graycomatrix`` pairs pixel ``(r, c)`` with ``(r + floor(sin(a) * d + 0.5),
+    c + floor(cos(a) * d + 0.5))`` (float64). Returned list is ordered distance-major: ``offsets[i * A + j]`` is
+    distance ``i``, angle ``j``.
+
+    Example:
+        >>> glcm_offsets([1], np.deg2rad([0, 45, 90, 135]))
+        [(0, 1), (1, 1), (1, 0), (1, -1)]
+    """
+    # scikit-image rounds as floor(v + 0.5) in float64 (so sin(30 deg) = 0.49999999999999994 -> 1)
+    return [
+        (int(np.floor(np.sin(a) * d + 0.5)), int(np.floor(np.cos(a) * d + 0.5)))
+        for d in distances
+        for a in angles
+    ]
+
+
+def _box_sum(a: np.ndarray, h: int, w: int, acc: type | None = None) -> np.ndarray:
+    """Sums of every ``h x w`` box of a (H, W) array -> (H - h + 1, W - w + 1).
+
+    Integer input is summed exactly in ``acc`` (int64 unless a smaller type is known to suffice).
+    """
+    if acc is None:
+        acc = np.int64 if np.issubdtype(a.dtype, np.integer) or a.dtype == bool else np.float64
+    s = np.zeros((a.shape[0] + 1, a.shape[1] + 1), dtype=acc)
+    np.cumsum(a, axis=0, dtype=acc, out=s[1:, 1:])
+    np.cumsum(s[1:, 1:], axis=1, out=s[1:, 1:])
+    return s[h:, w:] - s[:-h, w:] - s[h:, :-w] + s[:-h, :-w]
+
+
+def _pair_views(m: np.ndarray, dr: int, dc: int) -> tuple[np.ndarray, np.ndarray]:
+    """Views (first, second) over all positions p of ``m`` with ``p + (dr, dc)`` inside ``m``."""
+    h, w = m.shape
+    r0, r1 = max(0, -dr), h - max(0, dr)
+    c0, c1 = max(0, -dc), w - max(0, dc)
+    return m[r0:r1, c0:c1], m[r0 + dr : r1 + dr, c0 + dc : c1 + dc]
+
+
+def _sum_squared_counts(
+    codes: np.ndarray, weight: np.ndarray, box_h: int, box_w: int
+) -> np.ndarray:
+    """For every ``box_h x box_w`` box: ``sum_{p, q in box} [codes_p == codes_q] * weight_p``.
+
+    Equals ``sum_k count_k**2`` (weighted) of the codes inside each box; computed as a sum over
+    displacements of box sums of equality maps (``delta`` and ``-delta`` give the same total).
+    """
+    # every partial sum is at most sum(weight) <= 2 * size: int32 is exact and halves the traffic
+    acc = np.int32 if 2 * codes.size < np.iinfo(np.int32).max else np.int64
+    codes = codes.astype(np.int32 if codes.max(initial=0) < np.iinfo(np.int32).max else np.int64)
+    weight = weight.astype(np.int8)
+    total = _box_sum(weight, box_h, box_w, acc).astype(np.int64)
+    for dy in range(0, box_h):
+        for dx in range(-box_w + 1, box_w):
+            if dy == 0 and dx <= 0:
+                continue
+            first, second = _pair_views(codes, dy, dx)
+            wfirst, _ = _pair_views(weight, dy, dx)
+            equal = np.equal(first, second) * wfirst
+            total += 2 * _box_sum(equal, box_h - dy, box_w - abs(dx), acc)
+    return total
+
+
+def glcm_features(
+    image: np.ndarray,
+    *,
+    window: int,
+    levels: int,
+    distances: Sequence[int] = (1,),
+    angles: Sequence[float] = (0.0,),
+    properties: Sequence[str] = GLCM_PROPERTIES,
+    symmetric: bool = True,
+    pad_mode: str = "reflect",
+) -> np.ndarray:
+    """Per-pixel GLCM properties over a sliding ``window``, equal to scikit-image per window.
+
+    For each pixel the value equals ``graycoprops(graycomatrix(win, distances, angles, levels,
+    symmetric=symmetric, normed=True), prop)`` where ``win`` is the ``window x window`` patch of
+    the ``pad_mode``-padded image centred on the pixel.
+
+    Args:
+        image: (H, W) integer grey levels in ``[0, levels)``.
+        window: odd window side, pixels.
+        levels: number of grey levels.
+        distances: pair distances in pixels.
+        angles: pair angles in **radians** (as scikit-image).
+        properties: names from :data:`GLCM_PROPERTIES`.
+        symmetric: scikit-image's ``symmetric`` flag.
+        pad_mode: :func:`numpy.pad` mode used to give border pixels a full window.
+
+    Returns:
+        float64 array (len(properties), len(distances), len(angles), H, W).
+
+    Raises:
+        ValueError: bad shape, grey levels outside ``[0, levels)``, unknown property, or an offset
+            that does not fit in the window.
+    """
+    q = np.asarray(image)
+    if q.ndim != 2:
+        raise ValueError(f"glcm_features expects a (H, W) image, got shape {q.shape}")
+    if not np.issubdtype(q.dtype, np.integer):
+        raise ValueError(f"glcm_features expects integer grey levels, got dtype {q.dtype}")
+    if q.size and (q.min() < 0 or q.max() >= levels):
+        raise ValueError(f"grey levels must lie in [0, {levels}), got [{q.min()}, {q.max()}]")
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be odd and positive, got {window}")
+    unknown = [p for p in properties if p not in GLCM_PROPERTIES]
+    if unknown:
+        raise ValueError(f"unknown GLCM properties {unknown}; choose from {GLCM_PROPERTIES}")
+    half = window // 2
+    qp = np.pad(q.astype(np.int64), half, mode=pad_mode)
+    height, width = q.shape
+    offsets = glcm_offsets(distances, angles)
+    out = np.empty((len(properties), len(distances), len(angles), height, width), dtype=np.float64)
+    need_moments = "correlation" in properties
+    need_asm = "ASM" in properties or "energy" in properties
+    for k, (dr, dc) in enumerate(offsets):
+        di, ai = divmod(k, len(angles))
+        if abs(dr) >= window or abs(dc) >= window:
+            raise ValueError(f"offset ({dr}, {dc}) does not fit in window {window}")
+        x, y = _pair_views(qp, dr, dc)
+        box_h, box_w = window - abs(dr), window - abs(dc)
+        n_pairs = box_h * box_w  # ordered pairs per window (non-symmetric GLCM total)
+        diff = x - y
+        results: dict[str, np.ndarray] = {}
+        if "contrast" in properties:
+            results["contrast"] = _box_sum(diff * diff, box_h, box_w) / n_pairs
+        if "dissimilarity" in properties:
+            results["dissimilarity"] = _box_sum(np.abs(diff), box_h, box_w) / n_pairs
+        if "homogeneity" in properties:
+            results["homogeneity"] = _box_sum(1.0 / (1.0 + diff * diff), box_h, box_w) / n_pairs
+        if need_moments:
+            sx, sy = _box_sum(x, box_h, box_w), _box_sum(y, box_h, box_w)
+            sxx, syy = _box_sum(x * x, box_h, box_w), _box_sum(y * y, box_h, box_w)
+            sxy = _box_sum(x * y, box_h, box_w)
+            if symmetric:
+                n2, s, ss = 2 * n_pairs, sx + sy, sxx + syy
+                var_num = n2 * ss - s * s  # exact integers: (2N)^2 * variance
+                cov_num = n2 * (2 * sxy) - s * s
+                var_i = var_j = var_num
+            else:
+                var_i = n_pairs * sxx - sx * sx
+                var_j = n_pairs * syy - sy * sy
+                cov_num = n_pairs * sxy - sx * sy
+            degenerate = (var_i == 0) | (var_j == 0)
+            denom = np.sqrt(np.where(degenerate, 1, var_i).astype(np.float64)) * np.sqrt(
+                np.where(degenerate, 1, var_j).astype(np.float64)
+            )
+            results["correlation"] = np.where(degenerate, 1.0, cov_num / denom)
+        if need_asm:
+            if symmetric:
+                lo, hi = np.minimum(x, y), np.maximum(x, y)
+                codes = lo * levels + hi
+                weight = 1 + (lo == hi).astype(np.int64)
+                asm = _sum_squared_counts(codes, weight, box_h, box_w) / (2.0 * n_pairs**2)
+            else:
+                codes = x * levels + y
+                weight = np.ones_like(codes)
+                asm = _sum_squared_counts(codes, weight, box_h, box_w) / float(n_pairs**2)
+            results["ASM"] = asm
+            results["energy"] = np.sqrt(asm)
+        for pi, prop in enumerate(properties):
+            out[pi, di, ai] = results[prop]
+    return out
+
+
+def glcm_features_skimage_loop(
+    image: np.ndarray,
+    *,
+    window: int,
+    levels: int,
+    distances: Sequence[int] = (1,),
+    angles: Sequence[float] = (0.0,),
+    properties: Sequence[str] = GLCM_PROPERTIES,
+    symmetric: bool = True,
+    pad_mode: str = "reflect",
+    pixels: Sequence[tuple[int, int]] | None = None,
+) -> np.ndarray:
+    """The slow reference: scikit-image ``graycomatrix``/``graycoprops`` on every window.
+
+    Same arguments and output layout as :func:`glcm_features`; with ``pixels`` only those
+    (row, col) positions are computed and the result is (P, D, A, len(pixels)). Used by the tests
+    and by ``benchmarks/glacier_glcm.py``.
+    """
+    from skimage.feature import graycomatrix, graycoprops
+
+    half = window // 2
+    qp = np.pad(np.asarray(image), half, mode=pad_mode).astype(
+        np.uint8 if levels <= 256 else np.uint16
+    )
+    height, width = np.asarray(image).shape
+    coords = pixels if pixels is not None else [(r, c) for r in range(height) for c in range(width)]
+    out = np.empty((len(properties), len(distances), len(angles), len(coords)), dtype=np.float64)
+    for n, (r, c) in enumerate(coords):
+        glcm = graycomatrix(
+            qp[r : r + window, c : c + window],
+            distances,
+            angles,
+            levels=levels,
+            symmetric=symmetric,
+            normed=True,
+        )
+        for pi, prop in enumerate(properties):
+            out[pi, :, :, n] = graycoprops(glcm, prop)
+    if pixels is None:
+        return out.reshape(len(properties), len(distances), len(angles), height, width)
+    return out
+
+
+def texture_channels(band: np.ndarray, cfg: GLCMConfig) -> np.ndarray:
+    """Quantise one band and compute the configured GLCM channels.
+
+    Args:
+        band: (H, W) float band (raw values; quantised per tile with ``cfg.clip_percentiles``).
+        cfg: the texture parameters.
+
+    Returns:
+        (cfg.num_channels, H, W) float32: property-major, then (distance, angle) when not averaged.
+    """
+    q = quantize(band, cfg.levels, *cfg.clip_percentiles)
+    feats = glcm_features(
+        q,
+        window=cfg.window,
+        levels=cfg.levels,
+        distances=cfg.distances,
+        angles=np.deg2rad(cfg.angles_deg),
+        properties=cfg.properties,
+        symmetric=cfg.symmetric,
+    )
+    if cfg.average_angles:
+        feats = feats.mean(axis=(1, 2))
+    return feats.reshape(-1, *band.shape).astype(np.float32)
+
+
+def cached_texture_channels(
+    band: np.ndarray, cfg: GLCMConfig, cache_dir: str | os.PathLike | None, key: str
+) -> np.ndarray:
+    """:func:`texture_channels` with an on-disk cache per tile ``key`` and parameter set.
+
+    The file is ``cache_dir/<key>__<cfg.digest()>.npy``, written atomically; ``key`` should
+    identify the tile *content* (the dataset uses tile id + band file size and mtime), so a changed
+    file or changed parameters never reuse a stale cache. ``cache_dir=None`` disables caching.
+    """
+    if cache_dir is None:
+        return texture_channels(band, cfg)
+    path = Path(cache_dir) / f"{key}__{cfg.digest()}.npy"
+    if path.exists():
+        cached = np.load(path)
+        if cached.shape == (cfg.num_channels, *band.shape):
+            return cached
+    feats = texture_channels(band, cfg)
+    with atomic_write(path, "wb") as f:
+        np.save(f, feats)
+    return feats
