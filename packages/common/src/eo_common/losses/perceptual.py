@@ -93,6 +93,25 @@ def load_vgg16_features_state_dict(path: str | Path) -> dict[str, Tensor]:
     return features
 
 
+def _load_trunk_weights(trunk: nn.Sequential, weights_path: str | Path) -> None:
+    """Load the weights the (possibly truncated) trunk needs; deeper layers in the file are ignored."""
+    state = load_vgg16_features_state_dict(weights_path)
+    expected = trunk.state_dict()
+    missing = [key for key in expected if key not in state]
+    if missing:
+        raise ValueError(
+            f"{weights_path} lacks VGG16 feature weights {missing[:4]} needed for the requested layers"
+        )
+    wrong = [
+        f"{key}: {tuple(state[key].shape)} != {tuple(value.shape)}"
+        for key, value in expected.items()
+        if tuple(state[key].shape) != tuple(value.shape)
+    ]
+    if wrong:
+        raise ValueError(f"{weights_path} does not match torchvision's VGG16 features: {wrong[:4]}")
+    trunk.load_state_dict({key: state[key] for key in expected}, strict=True)
+
+
 class VGG16Features(nn.Module):
     r"""Frozen VGG16 ``features`` trunk that returns the activations of named ReLU layers.
 
@@ -145,19 +164,18 @@ class VGG16Features(nn.Module):
         if weights_path is not None and pretrained:
             raise ValueError("give either weights_path or pretrained=True, not both")
 
+        last = max(VGG16_LAYERS[name] for name in layers)
         if pretrained:
-            vgg = torchvision.models.vgg16(weights=torchvision.models.VGG16_Weights.IMAGENET1K_V1)
-            trunk = vgg.features
+            weights = torchvision.models.VGG16_Weights.IMAGENET1K_V1
+            trunk = torchvision.models.vgg16(weights=weights).features[: last + 1]
         else:
-            trunk = torchvision.models.vgg16(weights=None).features
+            # the features trunk alone (same layers and keys as vgg16().features), without
+            # allocating the 120 M-parameter classifier
+            from torchvision.models.vgg import cfgs, make_layers
+
+            trunk = make_layers(cfgs["D"], batch_norm=False)[: last + 1]
             if weights_path is not None:
-                state = load_vgg16_features_state_dict(weights_path)
-                try:
-                    trunk.load_state_dict(state, strict=True)
-                except RuntimeError as err:
-                    raise ValueError(
-                        f"{weights_path} does not match torchvision's VGG16: {err}"
-                    ) from err
+                _load_trunk_weights(trunk, weights_path)
             else:
                 warnings.warn(
                     "VGG16 perceptual/texture features use RANDOM weights (no weights_path, "
@@ -166,8 +184,6 @@ class VGG16Features(nn.Module):
                     UserWarning,
                     stacklevel=3,
                 )
-        last = max(VGG16_LAYERS[name] for name in layers)
-        trunk = trunk[: last + 1]
         for module in trunk:
             if isinstance(module, nn.ReLU):
                 module.inplace = False

@@ -400,10 +400,8 @@ def _signed_distance_2d(
         if not inside.any() or inside.all():
             continue  # absent class or no boundary: no supervision from this map
         outside = ~inside
-        dist = (
-            distance_transform_edt(outside, sampling=spacing) * outside
-            - (distance_transform_edt(inside, sampling=spacing) - 1.0) * inside
-        )
+        depth = np.maximum(distance_transform_edt(inside, sampling=spacing) - min(spacing), 0.0)
+        dist = distance_transform_edt(outside, sampling=spacing) * outside - depth * inside
         out[k] = np.where(valid, dist, 0.0)
     return out
 
@@ -424,7 +422,11 @@ def signed_distance_map(
 
     so outside pixels get their (positive) distance to the nearest pixel of class :math:`k`,
     inside pixels ``-(distance to the nearest non-k pixel - 1)``: 0 on the inner border row,
-    negative deeper inside (the exact form of the authors' ``one_hot2dist``). A class absent from
+    negative deeper inside (the exact form of the authors' ``one_hot2dist``). The tile border is
+    not a class boundary (a corner pixel two pixels from the nearest non-k pixel gets -1). With a
+    pixel size ``spacing`` the EDT is measured in those units and the "1" becomes the smallest
+    pixel size, clipped so inside values stay <= 0: for an isotropic spacing ``s`` the map is
+    exactly ``s`` times the pixel-unit map. A class absent from
     a tile (e.g. no lake pixels), or covering all of it (no boundary), gets an all-zero map.
     ``ignore_index`` pixels count as "not this class" for the distances and get 0 in every map,
     so they add nothing to :func:`boundary_loss`. ``spacing`` is the pixel size (e.g. metres).
