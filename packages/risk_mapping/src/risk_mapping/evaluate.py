@@ -1,0 +1,493 @@
+"""Evaluation: pixel-level metrics over a whole split, with and without CRF, against targets and a baseline.
+
+Every metric is computed over *every valid pixel of the split at once* (one confusion matrix and one
+Spearman ranking for the split, streamed strip by strip with :class:`eo_common.metrics.SegmentationMetrics`
+and :class:`eo_common.metrics.SpearmanRho`), never as a mean of per-tile scores. A pixel counts when its
+label is 0/1/2, it lies in the split's blocks (``split_mask.tif`` from the prepare stage; all pixels
+when there is no mask) and the prediction is not nodata. Pixels with a label but no prediction
+(stack nodata) are counted in ``n_unpredicted`` and left out.
+
+Reported per variant (``no_crf``, ``crf``): Cohen's kappa (plain and quadratic weights), accuracy,
+MCC, per-class precision / recall / F1 (``class0_precision`` ... ``class2_f1``), and Spearman's rho
+between the predicted susceptibility (expected rank, continuous) and the true rank. ``crf_effect``
+holds ``crf - no_crf`` for every number. ``report.md`` has the success-criteria table (targets from
+``evaluation.targets``, each ``>=``) and, given a baseline ``metrics.json``, the change against it.
+
+CLI::
+
+    risk-evaluate --model_path runs/risk/train --test_data_path data/ --output_dir runs/eval \\
+        [--config config.yaml] [--split_mask runs/risk/prepare/split_mask.tif --split test] \\
+        [--compare_baseline baseline/metrics.json] [--no_crf]
+
+Example:
+    >>> m = evaluate_maps("labels.tif", "class_map.tif", "susceptibility.tif")  # doctest: +SKIP
+    >>> sorted(k for k in m if k.startswith("class1_"))  # doctest: +SKIP
+    ['class1_f1', 'class1_precision', 'class1_recall']
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from eo_common.io import atomic_save_json, atomic_write
+from eo_common.metrics import SegmentationMetrics, SpearmanRho
+from eo_common.raster import RasterError, check_same_grid
+from rasterio.windows import Window
+
+from risk_mapping.config import (
+    CLASS_NAMES,
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    ConfigError,
+    InferenceConfig,
+    TargetsConfig,
+    load_config,
+)
+
+__all__ = [
+    "HEADLINE",
+    "evaluate_maps",
+    "flat_metrics",
+    "load_baseline",
+    "success_rows",
+    "render_report",
+    "write_evaluation",
+    "evaluate_products",
+    "main",
+]
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+HEADLINE = (
+    "kappa",
+    "kappa_quadratic",
+    "accuracy",
+    "mcc",
+    "class0_precision",
+    "class0_recall",
+    "class0_f1",
+    "class1_precision",
+    "class1_recall",
+    "class1_f1",
+    "class2_precision",
+    "class2_recall",
+    "class2_f1",
+    "spearman_rho",
+)
+_STRIP = 256
+
+
+def flat_metrics(scores: dict[str, Any], rho: float) -> dict[str, Any]:
+    """Headline numbers from :meth:`SegmentationMetrics.compute` output and Spearman's rho."""
+    out: dict[str, Any] = {
+        k: float(scores[k]) for k in ("kappa", "kappa_quadratic", "accuracy", "mcc")
+    }
+    for k, name in enumerate(CLASS_NAMES):
+        for what in ("precision", "recall", "f1"):
+            out[f"class{k}_{what}"] = float(scores["per_class"][name][what])
+    out["spearman_rho"] = float(rho)
+    return out
+
+
+def evaluate_maps(
+    labels_path: str | os.PathLike,
+    class_map_path: str | os.PathLike,
+    rank_path: str | os.PathLike | None,
+    *,
+    split_mask_path: str | os.PathLike | None = None,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Metrics of a class map (and susceptibility map) over every valid pixel of a split.
+
+    Args:
+        labels_path: uint8 truth 0/1/2, 255 = ignore.
+        class_map_path: uint8 prediction, 255 = nodata.
+        rank_path: float susceptibility (expected rank); nodata < 0. None: rho from the class map.
+        split_mask_path: ``split_mask.tif`` (0 train, 1 val, 2 test); None uses every pixel.
+        split: ``train``, ``val``, ``test`` or ``all``.
+
+    Returns:
+        :func:`flat_metrics` numbers plus ``confusion_matrix``, ``per_class``, ``n_pixels`` and
+        ``n_unpredicted``.
+
+    Raises:
+        RasterError: the rasters are not on one grid (names the files).
+    """
+    paths = [Path(labels_path), Path(class_map_path)] + ([Path(rank_path)] if rank_path else [])
+    if split_mask_path is not None:
+        paths.append(Path(split_mask_path))
+    check_same_grid(paths)
+    if split != "all" and split not in SPLIT_CODES:
+        raise ValueError(f"split must be train, val, test or all, got {split!r}")
+    seg = SegmentationMetrics(NUM_CLASSES, ignore_index=IGNORE_INDEX, class_names=list(CLASS_NAMES))
+    rho = SpearmanRho(levels=NUM_CLASSES)
+    n_unpredicted = 0
+    srcs = [rasterio.open(p) for p in paths]
+    try:
+        labels_src, class_src = srcs[0], srcs[1]
+        rank_src = srcs[2] if rank_path else None
+        mask_src = srcs[-1] if split_mask_path is not None else None
+        for r0 in range(0, labels_src.height, _STRIP):
+            window = Window(0, r0, labels_src.width, min(_STRIP, labels_src.height - r0))
+            y = labels_src.read(1, window=window)
+            pred = class_src.read(1, window=window)
+            valid = y != IGNORE_INDEX
+            bad = np.setdiff1d(np.unique(y), [0, 1, 2, IGNORE_INDEX])
+            if bad.size:
+                raise RasterError(
+                    f"label values must be 0, 1, 2 or 255; found {bad[:5].tolist()}", labels_path
+                )
+            if mask_src is not None and split != "all":
+                valid &= mask_src.read(1, window=window) == SPLIT_CODES[split]
+            unpredicted = valid & (pred == IGNORE_INDEX)
+            if rank_src is not None:
+                rank = rank_src.read(1, window=window).astype(np.float64)
+                unpredicted |= valid & ~(np.isfinite(rank) & (rank >= 0))
+            else:
+                rank = pred.astype(np.float64)
+            n_unpredicted += int(unpredicted.sum())
+            keep = valid & ~unpredicted
+            if not keep.any():
+                continue
+            truth = torch.from_numpy(y[keep].astype(np.int64))
+            seg.update(torch.from_numpy(pred[keep].astype(np.int64)), truth)
+            rho.update(torch.from_numpy(rank[keep]), truth.double())
+    finally:
+        for s in srcs:
+            s.close()
+    cm = seg.confusion_matrix
+    n = int(cm.sum())
+    if n == 0:
+        raise ValueError(f"{labels_path}: no valid labelled pixel in split {split!r} to evaluate")
+    scores = seg.compute()
+    out = flat_metrics(scores, rho.compute() if n > 1 else float("nan"))
+    out.update(
+        confusion_matrix=cm.tolist(),
+        per_class=scores["per_class"],
+        n_pixels=n,
+        n_unpredicted=n_unpredicted,
+    )
+    return out
+
+
+def load_baseline(path: str | os.PathLike) -> dict[str, float]:
+    """Headline numbers of a baseline: a ``metrics.json`` of this tool (``crf`` variant if present,
+    else ``no_crf``) or a flat JSON object with keys of :data:`HEADLINE`.
+
+    Raises:
+        FileNotFoundError / ValueError: missing file, or no known metric in it (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"baseline metrics file not found: {path}")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from exc
+    if isinstance(obj, dict) and "variants" in obj:
+        variants = obj["variants"]
+        obj = variants.get("crf") or variants.get("no_crf") or {}
+    flat = {k: float(v) for k, v in obj.items() if k in HEADLINE and isinstance(v, int | float)}
+    if not flat:
+        raise ValueError(f"{path}: no known metric (expected some of {', '.join(HEADLINE)})")
+    return flat
+
+
+def success_rows(
+    variants: dict[str, dict[str, Any]], targets: TargetsConfig
+) -> list[dict[str, Any]]:
+    """One row per target: ``{"metric", "target", <variant>: value, "<variant>_met": bool}``."""
+    rows = []
+    for name in ("kappa", "class1_precision", "class2_recall", "spearman_rho"):
+        target = getattr(targets, name)
+        if target is None:
+            continue
+        row: dict[str, Any] = {"metric": name, "target": target}
+        for variant, metrics in variants.items():
+            value = metrics.get(name)
+            row[variant] = value
+            row[f"{variant}_met"] = value is not None and not math.isnan(value) and value >= target
+        rows.append(row)
+    return rows
+
+
+def _fmt(value: Any, pct: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100 * value:.2f} %" if pct else f"{value:.4f}"
+
+
+def _is_pct(metric: str) -> bool:
+    return any(metric.endswith(s) for s in ("precision", "recall", "f1", "accuracy"))
+
+
+def render_report(
+    variants: dict[str, dict[str, Any]],
+    targets: TargetsConfig,
+    baseline: dict[str, float] | None = None,
+    baseline_path: str | None = None,
+    title: str = "Risk mapping evaluation",
+) -> str:
+    """Markdown: success criteria, all metrics per variant with the CRF effect, baseline deltas."""
+    names = list(variants)
+    lines = [f"# {title}", ""]
+    first = next(iter(variants.values()))
+    lines.append(
+        f"Pixels evaluated: {first['n_pixels']:,} (every valid pixel of the split; "
+        f"{first['n_unpredicted']:,} labelled pixels without a prediction left out)."
+    )
+    lines += [
+        "",
+        "## Success criteria",
+        "",
+        "| metric | target | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for row in success_rows(variants, targets):
+        pct = _is_pct(row["metric"])
+        cells = [f"{_fmt(row[v], pct)} {'PASS' if row[f'{v}_met'] else 'FAIL'}" for v in names]
+        lines.append(
+            f"| {row['metric']} | >= {_fmt(row['target'], pct)} | " + " | ".join(cells) + " |"
+        )
+    header = (
+        "| metric | "
+        + " | ".join(names)
+        + (" | CRF effect |" if {"crf", "no_crf"} <= set(names) else " |")
+    )
+    lines += ["", "## All metrics", "", header, "|---|" + "---|" * (len(header.count("|")) - 2)]
+    for metric in HEADLINE:
+        pct = _is_pct(metric)
+        cells = [_fmt(variants[v].get(metric), pct) for v in names]
+        if {"crf", "no_crf"} <= set(names):
+            delta = variants["crf"][metric] - variants["no_crf"][metric]
+            cells.append(f"{delta:+.4f}")
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    if baseline:
+        lines += [
+            "",
+            f"## Change against the baseline ({baseline_path})",
+            "",
+            "| metric | baseline | " + " | ".join(f"{v} (delta)" for v in names) + " |",
+            "|---|---|" + "---|" * len(names),
+        ]
+        for metric in HEADLINE:
+            if metric not in baseline:
+                continue
+            cells = [
+                f"{_fmt(variants[v][metric])} ({variants[v][metric] - baseline[metric]:+.4f})"
+                for v in names
+            ]
+            lines.append(f"| {metric} | {_fmt(baseline[metric])} | " + " | ".join(cells) + " |")
+    lines += ["", "Confusion matrices (rows = truth, columns = prediction; low, medium, high):", ""]
+    for v in names:
+        lines.append(f"- {v}: `{variants[v]['confusion_matrix']}` (`confusion_{v}.png`)")
+    return "\n".join(lines) + "\n"
+
+
+def write_evaluation(
+    out_dir: str | os.PathLike,
+    variants: dict[str, dict[str, Any]],
+    targets: TargetsConfig,
+    baseline_path: str | os.PathLike | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write ``metrics.json``, ``report.md`` and ``confusion_<variant>.png`` into ``out_dir``."""
+    from eo_common.viz import plot_confusion_matrix
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    baseline = load_baseline(baseline_path) if baseline_path else None
+    record: dict[str, Any] = {
+        "variants": variants,
+        "success_criteria": success_rows(variants, targets),
+    }
+    if {"crf", "no_crf"} <= set(variants):
+        record["crf_effect"] = {m: variants["crf"][m] - variants["no_crf"][m] for m in HEADLINE}
+    if baseline:
+        record["baseline"] = {"path": str(baseline_path), "metrics": baseline}
+        record["delta_vs_baseline"] = {
+            v: {m: variants[v][m] - baseline[m] for m in HEADLINE if m in baseline}
+            for v in variants
+        }
+    record.update(extra or {})
+    paths = {"metrics": atomic_save_json(record, out_dir / "metrics.json")}
+    with atomic_write(out_dir / "report.md", "w") as f:
+        f.write(
+            render_report(
+                variants, targets, baseline, None if baseline_path is None else str(baseline_path)
+            )
+        )
+    paths["report"] = out_dir / "report.md"
+    for v, metrics in variants.items():
+        paths[f"confusion_{v}"] = plot_confusion_matrix(
+            np.asarray(metrics["confusion_matrix"]),
+            list(CLASS_NAMES),
+            out_dir / f"confusion_{v}.png",
+        )
+    return paths
+
+
+def evaluate_products(
+    infer_dir: str | os.PathLike,
+    labels_path: str | os.PathLike,
+    *,
+    split_mask_path: str | os.PathLike | None,
+    split: str,
+) -> dict[str, dict[str, Any]]:
+    """Evaluate ``class_map.tif``/``susceptibility.tif`` and, when present, their ``_crf`` versions."""
+    infer_dir = Path(infer_dir)
+    variants = {
+        "no_crf": evaluate_maps(
+            labels_path,
+            infer_dir / "class_map.tif",
+            infer_dir / "susceptibility.tif",
+            split_mask_path=split_mask_path,
+            split=split,
+        )
+    }
+    if (infer_dir / "class_map_crf.tif").is_file():
+        variants["crf"] = evaluate_maps(
+            labels_path,
+            infer_dir / "class_map_crf.tif",
+            infer_dir / "susceptibility_crf.tif",
+            split_mask_path=split_mask_path,
+            split=split,
+        )
+    return variants
+
+
+def _checkpoints(model_path: Path) -> list[Path]:
+    if model_path.is_file():
+        return [model_path]
+    if model_path.is_dir():
+        found = sorted(model_path.glob("seed*/checkpoints/best.ckpt")) or sorted(
+            model_path.glob("**/best.ckpt")
+        )
+        if found:
+            return found
+        raise FileNotFoundError(f"no best.ckpt under {model_path}")
+    raise FileNotFoundError(f"model path not found: {model_path}")
+
+
+def _test_data(path: Path, labels: Path | None) -> tuple[Path, Path]:
+    if path.is_dir():
+        stack, lab = path / "stack.tif", labels or path / "labels.tif"
+    else:
+        stack, lab = path, labels
+        if lab is None:
+            raise ValueError(f"--test_data_path {path} is a file: pass --labels as well")
+    for p in (stack, lab):
+        if not p.is_file():
+            raise FileNotFoundError(f"test data file not found: {p}")
+    return stack, lab
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``risk-evaluate``: predict with a trained model on a raster and evaluate against its labels."""
+    parser = argparse.ArgumentParser(
+        prog="risk-evaluate",
+        description="Predict a stack with trained risk model(s), optionally refine with a dense CRF, and "
+        "evaluate over every valid pixel: kappa (plain, quadratic), per-class precision/recall/F1, "
+        "Spearman rho, confusion matrix PNG, success criteria, delta against a baseline metrics.json.",
+    )
+    parser.add_argument(
+        "--model_path",
+        type=Path,
+        required=True,
+        help="a best.ckpt or the train stage folder (all seed*/ members)",
+    )
+    parser.add_argument(
+        "--test_data_path",
+        type=Path,
+        required=True,
+        help="folder with stack.tif + labels.tif, or a stack GeoTIFF",
+    )
+    parser.add_argument(
+        "--labels", type=Path, default=None, help="label raster when --test_data_path is a file"
+    )
+    parser.add_argument(
+        "--output_dir", type=Path, required=True, help="where maps, metrics.json and report.md go"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config.yaml for inference/CRF/targets (default: the one stored in the checkpoint)",
+    )
+    parser.add_argument(
+        "--split_mask",
+        type=Path,
+        default=None,
+        help="split_mask.tif of the prepare stage (default: every pixel)",
+    )
+    parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
+    parser.add_argument(
+        "--compare_baseline",
+        type=Path,
+        default=None,
+        help="baseline metrics.json to compare against",
+    )
+    parser.add_argument("--no_crf", action="store_true", help="skip the CRF variant")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        from risk_mapping.config import _build
+        from risk_mapping.crf import crf_raster
+        from risk_mapping.predict import load_models, predict_raster
+
+        ckpts = _checkpoints(args.model_path)
+        stack, labels = _test_data(args.test_data_path, args.labels)
+        models = load_models(ckpts)
+        if args.config is not None:
+            cfg = load_config(args.config, check_files=False)
+            inference, targets = cfg.inference, cfg.evaluation.targets
+        else:
+            stored = models[0].config.get("pipeline_config") or {}
+            inference = _build(InferenceConfig, stored.get("inference", {}))
+            targets = _build(TargetsConfig, stored.get("evaluation", {}).get("targets", {}))
+        maps = args.output_dir / "maps"
+        paths = predict_raster(models, stack, maps, inference, progress=not args.quiet)
+        if inference.crf.enabled and not args.no_crf:
+            crf_raster(
+                paths["probabilities"],
+                stack,
+                maps / "class_map_crf.tif",
+                maps / "susceptibility_crf.tif",
+                inference.crf,
+                progress=not args.quiet,
+            )
+        mask = args.split_mask
+        variants = evaluate_products(
+            maps, labels, split_mask_path=mask, split=args.split if mask else "all"
+        )
+        out = write_evaluation(
+            args.output_dir,
+            variants,
+            targets,
+            args.compare_baseline,
+            extra={
+                "checkpoints": [str(c) for c in ckpts],
+                "stack": str(stack),
+                "labels": str(labels),
+            },
+        )
+    except (FileNotFoundError, ValueError, ConfigError) as exc:
+        print(
+            f"risk-evaluate: error: {str(exc).splitlines()[0] if not isinstance(exc, ConfigError) else exc}",
+            file=sys.stderr,
+        )
+        return 2
+    print(out["report"].read_text(encoding="utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

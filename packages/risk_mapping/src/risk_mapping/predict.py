@@ -1,0 +1,269 @@
+"""Inference stage: sliding-window prediction of the whole raster, then the GeoTIFF products.
+
+:func:`predict_raster` streams the stack through :func:`eo_common.raster.sliding_window_predict`
+(one tile row band in memory at a time, overlapping tiles blended with cosine ramps) with a
+:class:`TilePredictor` that standardises each tile with the training band statistics and averages
+class probabilities over
+
+* the ensemble (one checkpoint per seed of ``inference.ensemble_seeds``),
+* test-time augmentation (identity, horizontal and vertical flip; ``inference.tta``),
+* MC-dropout passes (dropout kept on, ``inference.mc_dropout_samples`` passes),
+
+and then writes, strip by strip, GeoTIFFs with the stack's CRS and transform:
+
+=====================  =======  =====================================================  =========
+file                   dtype    content                                                nodata
+=====================  =======  =====================================================  =========
+probabilities.tif      float32  P(low), P(medium), P(high)                             stack's
+susceptibility.tif     float32  expected rank ``P(medium) + 2 P(high)`` in [0, 2]      -1
+class_map.tif          uint8    argmax class 0/1/2                                     255
+uncertainty.tif        float32  entropy of the mean probabilities (nats), or the       -1
+                                variance of the expected rank over MC/TTA/ensemble passes
+=====================  =======  =====================================================  =========
+
+Example:
+    >>> models = load_models(["runs/risk/train/seed0/best.ckpt"])  # doctest: +SKIP
+    >>> predict_raster(models, "stack.tif", "runs/risk/infer", InferenceConfig())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from eo_common.io import atomic_temp_path
+from eo_common.normalize import BandStats
+from eo_common.raster import missing_mask, sliding_window_predict
+from rasterio.windows import Window
+
+from risk_mapping.config import IGNORE_INDEX, NUM_CLASSES, InferenceConfig, ModelConfig
+from risk_mapping.model import RiskNet, build_model, class_probabilities
+
+__all__ = [
+    "LoadedModel",
+    "load_models",
+    "TilePredictor",
+    "predict_raster",
+    "write_products",
+    "RANK_NODATA",
+]
+
+RANK_NODATA = -1.0
+_STRIP_ROWS = 64
+
+
+@dataclass
+class LoadedModel:
+    """A trained network with the band statistics it was trained with."""
+
+    net: RiskNet
+    stats: BandStats
+    config: dict[str, Any]
+
+
+def load_models(paths: list[str | os.PathLike], device: str = "cpu") -> list[LoadedModel]:
+    """Load checkpoints written by :mod:`risk_mapping.train` (Lightning ``.ckpt``).
+
+    Each checkpoint's hyper-parameters hold the model section, the band count and the band
+    statistics, so a checkpoint is enough to predict.
+
+    Raises:
+        FileNotFoundError: a checkpoint is missing.
+        ValueError: a file is not a risk_mapping checkpoint (message names it).
+    """
+    models = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+        hp = ckpt.get("hyper_parameters", {})
+        if "model_config" not in hp or "band_mean" not in hp:
+            raise ValueError(
+                f"{path}: not a risk_mapping checkpoint (no model_config/band statistics)"
+            )
+        model_cfg = ModelConfig(**hp["model_config"])
+        net = build_model(model_cfg, int(hp["in_channels"]))
+        state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+        net.load_state_dict(state)
+        net.eval().to(device)
+        stats = BandStats(mean=hp["band_mean"], std=hp["band_std"])
+        models.append(LoadedModel(net, stats, dict(hp)))
+    if not models:
+        raise ValueError("no checkpoint given")
+    return models
+
+
+def _set_dropout(net: torch.nn.Module, active: bool) -> None:
+    for m in net.modules():
+        if isinstance(m, torch.nn.Dropout | torch.nn.Dropout2d):
+            m.train(active)
+
+
+class TilePredictor:
+    """``(C, t, t)`` raw stack tile -> ``(4, t, t)``: three class probabilities and the uncertainty.
+
+    Missing pixels (``nodata`` or NaN in any band) are set to 0 after standardisation; the caller
+    masks them in the output.
+    """
+
+    def __init__(
+        self,
+        models: list[LoadedModel],
+        cfg: InferenceConfig,
+        nodata: float | None,
+        device: str = "cpu",
+    ):
+        self.models = models
+        self.cfg = cfg
+        self.nodata = nodata
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        missing = missing_mask(tile, self.nodata, "any")
+        all_probs = []
+        for model in self.models:
+            x = model.stats.standardize(tile.astype(np.float32)).astype(np.float32)
+            x[:, missing] = 0.0
+            x = torch.from_numpy(x)[None].to(self.device)
+            variants = [x, x.flip(-1), x.flip(-2)] if self.cfg.tta else [x]
+            batch = torch.cat(variants)
+            passes = max(self.cfg.mc_dropout_samples, 1)
+            _set_dropout(model.net, self.cfg.mc_dropout_samples > 0)
+            try:
+                for _ in range(passes):
+                    probs = class_probabilities(model.net(batch), self.cfg.head)
+                    if self.cfg.tta:
+                        probs = torch.stack([probs[0], probs[1].flip(-1), probs[2].flip(-2)])
+                    all_probs.append(probs)
+            finally:
+                _set_dropout(model.net, False)
+        stacked = torch.cat(all_probs).cpu().numpy()  # (passes, 3, t, t)
+        mean = stacked.mean(0)
+        if self.cfg.uncertainty == "entropy":
+            uncertainty = -(mean * np.log(np.clip(mean, 1e-12, 1.0))).sum(0)
+        else:
+            ranks = (stacked * np.arange(NUM_CLASSES, dtype=np.float32).reshape(1, -1, 1, 1)).sum(1)
+            uncertainty = ranks.var(0)
+        return np.concatenate([mean, uncertainty[None]]).astype(np.float32)
+
+
+def _strip_profile(
+    src: rasterio.io.DatasetReader, count: int, dtype: str, nodata: float
+) -> dict[str, Any]:
+    return dict(
+        driver="GTiff",
+        height=src.height,
+        width=src.width,
+        count=count,
+        dtype=dtype,
+        crs=src.crs,
+        transform=src.transform,
+        nodata=nodata,
+        compress="deflate",
+        tiled=False,
+        blockysize=min(_STRIP_ROWS, src.height),
+        BIGTIFF="IF_SAFER",
+    )
+
+
+def write_products(raw_path: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Split the 4-band raw prediction into probabilities / susceptibility / class map / uncertainty.
+
+    Reads and writes strips of ``4 x 64`` rows, so memory is bounded by the raster width.
+    """
+    raw_path, out_dir = Path(raw_path), Path(out_dir)
+    outputs = {
+        "probabilities": (out_dir / "probabilities.tif", NUM_CLASSES, "float32", None),
+        "susceptibility": (out_dir / "susceptibility.tif", 1, "float32", RANK_NODATA),
+        "class_map": (out_dir / "class_map.tif", 1, "uint8", IGNORE_INDEX),
+        "uncertainty": (out_dir / "uncertainty.tif", 1, "float32", RANK_NODATA),
+    }
+    temps = {k: atomic_temp_path(v[0]) for k, v in outputs.items()}
+    try:
+        with rasterio.open(raw_path) as src:
+            prob_nodata = src.nodata if src.nodata is not None else float("nan")
+            dsts = {}
+            for key, (_, count, dtype, nodata) in outputs.items():
+                dsts[key] = rasterio.open(
+                    temps[key],
+                    "w",
+                    **_strip_profile(src, count, dtype, prob_nodata if nodata is None else nodata),
+                )
+            dsts["probabilities"].descriptions = ("P(low)", "P(medium)", "P(high)")
+            try:
+                step = _STRIP_ROWS * 4
+                for r0 in range(0, src.height, step):
+                    window = Window(0, r0, src.width, min(step, src.height - r0))
+                    raw = src.read(window=window)
+                    missing = missing_mask(raw, src.nodata, "any")
+                    probs = raw[:NUM_CLASSES]
+                    rank = (probs * np.arange(NUM_CLASSES, dtype=np.float32).reshape(-1, 1, 1)).sum(
+                        0
+                    )
+                    labels = np.argmax(probs, axis=0).astype(np.uint8)
+                    unc = raw[NUM_CLASSES].copy()
+                    rank[missing], unc[missing], labels[missing] = (
+                        RANK_NODATA,
+                        RANK_NODATA,
+                        IGNORE_INDEX,
+                    )
+                    dsts["probabilities"].write(probs, window=window)
+                    dsts["susceptibility"].write(rank[None], window=window)
+                    dsts["class_map"].write(labels[None], window=window)
+                    dsts["uncertainty"].write(unc[None], window=window)
+            finally:
+                for d in dsts.values():
+                    d.close()
+        for key, tmp in temps.items():
+            os.replace(tmp, outputs[key][0])
+    except BaseException:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    return {k: v[0] for k, v in outputs.items()}
+
+
+def predict_raster(
+    models: list[LoadedModel],
+    stack_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: InferenceConfig,
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Sliding-window inference over ``stack_path``; returns the product paths (see module doc).
+
+    Memory is bounded by the tile size times the raster width (one tile row band), never the
+    whole raster.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(stack_path) as src:
+        nodata = src.nodata
+        bands = src.count
+    expected = int(models[0].config["in_channels"])
+    if bands != expected:
+        raise ValueError(f"{stack_path}: the model expects {expected} bands, the stack has {bands}")
+    predictor = TilePredictor(models, cfg, nodata, device)
+    raw = out_dir / "raw_prediction.tif"
+    sliding_window_predict(
+        stack_path,
+        raw,
+        predictor,
+        out_bands=NUM_CLASSES + 1,
+        tile_size=cfg.tile_size,
+        overlap=cfg.overlap,
+        blend=cfg.blend,
+        progress=progress,
+    )
+    paths = write_products(raw, out_dir)
+    raw.unlink()
+    return paths
