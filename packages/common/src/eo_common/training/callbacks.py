@@ -1,0 +1,228 @@
+"""Callbacks: the NaN/inf guard and the per-epoch reseed that makes resumed runs exact."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.optim import Optimizer
+
+from .seeding import _reseed_all, derive_seed
+
+__all__ = ["NaNGuard", "NonFiniteLossError", "EpochSeed"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training was stopped because the loss or the gradients stayed NaN/inf.
+
+    Attributes:
+        step: global optimizer step at which training stopped.
+        epoch: epoch at which training stopped.
+        bad_steps: the number of consecutive skipped steps that triggered the stop.
+        total_bad_steps: skipped steps over the whole run.
+        last_finite_loss: the last finite training loss seen, or None if there was none.
+    """
+
+    def __init__(
+        self,
+        *,
+        step: int,
+        epoch: int,
+        bad_steps: int,
+        total_bad_steps: int,
+        last_finite_loss: float | None,
+        last_finite_step: int | None,
+        lr: float | None = None,
+        precision: str | None = None,
+    ):
+        self.step = step
+        self.epoch = epoch
+        self.bad_steps = bad_steps
+        self.total_bad_steps = total_bad_steps
+        self.last_finite_loss = last_finite_loss
+        self.last_finite_step = last_finite_step
+        last = (
+            f"last finite training loss {last_finite_loss:.6g} at step {last_finite_step}"
+            if last_finite_loss is not None
+            else "no finite training loss was ever seen"
+        )
+        hints = []
+        if lr is not None:
+            hints.append(f"lower --lr (now {lr:.3g})")
+        hints.append("set --grad_clip (e.g. 1.0)")
+        if precision is not None and "16" in str(precision):
+            hints.append(f"train with --precision 32 or bf16-mixed instead of {precision}")
+        hints.append("check the inputs and targets for NaN/nodata values")
+        super().__init__(
+            f"Training stopped at global step {step} (epoch {epoch}): the loss or a gradient was "
+            f"NaN/inf for {bad_steps} optimizer steps in a row ({total_bad_steps} skipped in total); "
+            f"{last}. Try to: " + "; ".join(hints) + "."
+        )
+
+
+def _loss_from_outputs(outputs: Any) -> torch.Tensor | None:
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    if isinstance(outputs, dict) and isinstance(outputs.get("loss"), torch.Tensor):
+        return outputs["loss"]
+    return None
+
+
+class NaNGuard(L.Callback):
+    """Skip optimizer steps whose loss or gradients are NaN/inf; stop after ``max_bad_steps`` in a row.
+
+    Every optimizer step (in ``on_before_optimizer_step``, after backward and before gradient clipping)
+    the guard checks the training losses of the micro-batches that fed the step and the total gradient
+    norm. When any is non-finite it sets every gradient of the optimizer to ``None``, so the stock
+    optimizers (SGD, Adam, AdamW, ...) leave the parameters, their momentum and their weight decay
+    untouched for that step; the step is counted, a warning is printed and the running total is
+    logged as ``train/nonfinite_steps``. A finite step resets the consecutive counter. After
+    ``max_bad_steps`` *consecutive* bad steps it raises :class:`NonFiniteLossError` (isolated spikes are
+    tolerated, a diverged run is not).
+
+    Under DDP the decision is reduced over ranks (any rank bad = every rank skips), so ranks stay in
+    step. With ``precision="16-mixed"`` the gradient scaler already skips steps with inf gradients and
+    lowers its scale (routine at the start of training), so there only a non-finite *loss* counts.
+
+    Args:
+        max_bad_steps: consecutive bad optimizer steps tolerated before stopping (>= 1).
+
+    Example:
+        >>> trainer = L.Trainer(callbacks=[NaNGuard(max_bad_steps=5)])  # doctest: +SKIP
+    """
+
+    def __init__(self, max_bad_steps: int = 10):
+        if max_bad_steps < 1:
+            raise ValueError(f"max_bad_steps must be >= 1, got {max_bad_steps}")
+        self.max_bad_steps = int(max_bad_steps)
+        self.consecutive_bad_steps = 0
+        self.total_bad_steps = 0
+        self.last_finite_loss: float | None = None
+        self.last_finite_step: int | None = None
+        self._bad_loss_pending = False
+
+    # state survives --resume
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "consecutive_bad_steps": self.consecutive_bad_steps,
+            "total_bad_steps": self.total_bad_steps,
+            "last_finite_loss": self.last_finite_loss,
+            "last_finite_step": self.last_finite_step,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for key in self.state_dict():
+            if key in state_dict:
+                setattr(self, key, state_dict[key])
+
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
+        if not bool(torch.isfinite(loss.detach()).all()):
+            self._bad_loss_pending = True
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        loss = _loss_from_outputs(outputs)
+        if loss is not None and loss.numel() == 1:
+            value = float(loss.detach())
+            if math.isfinite(value):
+                self.last_finite_loss = value
+                self.last_finite_step = trainer.global_step
+
+    @staticmethod
+    def _grads(optimizer: Optimizer) -> list[torch.Tensor]:
+        return [
+            p.grad
+            for group in optimizer.param_groups
+            for p in group["params"]
+            if p.grad is not None
+        ]
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer
+    ) -> None:
+        bad = self._bad_loss_pending
+        self._bad_loss_pending = False
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        grads = self._grads(optimizer)
+        if not bad and scaler is None and grads:
+            total_norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+            bad = not bool(torch.isfinite(total_norm))
+        bad = bool(trainer.strategy.reduce_boolean_decision(bad, all=False))
+
+        if bad:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+            self.consecutive_bad_steps += 1
+            self.total_bad_steps += 1
+            rank_zero_warn(
+                f"NaNGuard: non-finite loss or gradient at global step {trainer.global_step}; "
+                f"optimizer step skipped ({self.consecutive_bad_steps}/{self.max_bad_steps} in a row)."
+            )
+        else:
+            self.consecutive_bad_steps = 0
+        pl_module.log(
+            "train/nonfinite_steps",
+            float(self.total_bad_steps),
+            on_step=False,
+            on_epoch=True,
+            reduce_fx="max",
+            batch_size=1,
+        )
+        if self.consecutive_bad_steps >= self.max_bad_steps:
+            lr = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
+            raise NonFiniteLossError(
+                step=trainer.global_step,
+                epoch=trainer.current_epoch,
+                bad_steps=self.consecutive_bad_steps,
+                total_bad_steps=self.total_bad_steps,
+                last_finite_loss=self.last_finite_loss,
+                last_finite_step=self.last_finite_step,
+                lr=float(lr) if lr is not None else None,
+                precision=str(trainer.precision),
+            )
+
+
+class EpochSeed(L.Callback):
+    """Reseed Python, NumPy and torch at the start of every training epoch from ``(seed, epoch)``.
+
+    Lightning checkpoints do not hold random-number-generator states, so after ``--resume`` the
+    shuffling, dropout and augmentation of the next epoch would differ from an uninterrupted run. With
+    this callback the randomness of epoch ``e`` depends only on ``derive_seed(seed, e)``, so a run
+    stopped after epoch 2 and resumed ends with exactly the weights of an uninterrupted run (given
+    deterministic kernels, ``num_workers=0`` or non-persistent workers).
+
+    Lightning creates the training dataloader iterator *before* ``on_train_epoch_start`` on the first
+    epoch of a fit call and after it on later epochs; creating an iterator draws the worker base seed
+    from the global generator. So that every epoch sees the same draws after the reseed, the callback
+    re-creates the iterator on the first epoch of a fit call.
+
+    Example:
+        >>> trainer = L.Trainer(callbacks=[EpochSeed(seed=0)])  # doctest: +SKIP
+    """
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _reseed_all(derive_seed(self.seed, trainer.current_epoch))
+        fit_loop = trainer.fit_loop
+        iterator_recreated_by_lightning = (
+            trainer.current_epoch > 0
+            and not fit_loop.is_resuming
+            and not fit_loop.epoch_loop.restarting
+        )
+        data_fetcher = getattr(fit_loop, "_data_fetcher", None)
+        if not iterator_recreated_by_lightning and data_fetcher is not None:
+            iter(data_fetcher)
