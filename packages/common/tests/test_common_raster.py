@@ -298,6 +298,25 @@ def test_stack_bands_refuses_other_crs_unless_asked(tmp_path, s2_bands):
     np.testing.assert_array_equal(s.array[1], 5)
 
 
+def test_stack_bands_without_crs_uses_the_transforms(tmp_path):
+    """Files without a CRS (e.g. exported without georeference) still stack by their pixel grids."""
+    coarse = np.array([[[1, 2], [3, 4]]], dtype=np.uint16)
+    fine = _write(
+        tmp_path / "fine.tif",
+        np.zeros((1, 4, 4), np.uint16),
+        crs=None,
+        transform=Affine(10, 0, 0, 0, -10, 0),
+    )
+    coarse_path = _write(
+        tmp_path / "coarse.tif", coarse, crs=None, transform=Affine(20, 0, 0, 0, -20, 0)
+    )
+    s = stack_bands([fine, coarse_path], reference=0, resampling="nearest")
+    assert s.crs is None and s.array.shape == (2, 4, 4)
+    np.testing.assert_array_equal(s.array[1], np.kron(coarse[0], np.ones((2, 2), np.uint16)))
+    with pytest.raises(RasterError, match="CRS None differs"):
+        stack_bands([_write(tmp_path / "geo.tif", np.zeros((1, 4, 4), np.uint16)), coarse_path])
+
+
 def test_stack_bands_nodata_disagreement(tmp_path):
     a = _write(tmp_path / "a.tif", np.zeros((1, 4, 4), np.float32), nodata=-9999)
     b = _write(tmp_path / "b.tif", np.zeros((1, 4, 4), np.float32), nodata=0)

@@ -92,6 +92,9 @@ RESAMPLING_METHODS: tuple[str, ...] = (
     "rms",
 )
 
+# stand-in CRS for warping files that have none (only ever used on both sides of one warp)
+_NO_CRS = CRS.from_epsg(3857)
+
 # rows per strip of the output of sliding_window_predict (see _StripWriter)
 _OUTPUT_ROWS_PER_STRIP = 16
 
@@ -268,7 +271,7 @@ def read_raster(
         transform = src.transform
         if window is not None:
             window = _check_window(window, src.height, src.width, path)
-            transform = src.window_transform(window)
+            transform = src.transform @ Affine.translation(window.col_off, window.row_off)
         try:
             array = src.read(band_list, window=window)
         except rasterio.errors.RasterioError as exc:
@@ -551,6 +554,7 @@ def stack_bands(
         :class:`Raster` of shape ``(total bands, H, W)`` in the common dtype of the inputs; band names
         are the band descriptions, or the file stem (with ``:<band>`` for multi-band files). Pixels of
         the reference grid that a file does not cover get the nodata value (0 when there is none).
+        Files without a CRS are resampled by their transforms alone (the result has no CRS).
 
     Raises:
         RasterError: a file is missing/unreadable, CRSs differ without ``reproject=True``, or the files
@@ -630,14 +634,17 @@ def stack_bands(
             out[i : i + count] = data
         else:
             dest = np.full((count, dst_h, dst_w), fill, dtype=data.dtype)
+            # files without a CRS (both sides, else the CRS check above fails) are resampled on their
+            # pixel grids alone: GDAL's warper needs a CRS, so both get the same stand-in
+            src_crs = meta["crs"] if meta["crs"] is not None else _NO_CRS
             rasterio.warp.reproject(
                 source=data,
                 destination=dest,
                 src_transform=meta["transform"],
-                src_crs=meta["crs"],
+                src_crs=src_crs,
                 src_nodata=meta["nodata"],
                 dst_transform=dst_transform,
-                dst_crs=dst_crs,
+                dst_crs=dst_crs if dst_crs is not None else _NO_CRS,
                 dst_nodata=nodata,
                 resampling=method,
             )
@@ -982,7 +989,7 @@ def sliding_window_predict(
     no later tile touches are divided by their weight sum and written (windowed writes); the rows
     shared with the next tile row move to the top of the buffer. Memory therefore grows with the width
     but not with the height, and the whole raster is never in memory: about
-    ``tile_size * width * (C * 8 + out_bands * 8 + 8)`` bytes for float32 input.
+    ``tile_size * width * (C * 8 + out_bands * 16 + 8)`` bytes for float32 input.
 
     Tiles follow :func:`tile_windows`; overlapping predictions are blended with complementary ramps
     (see :func:`blend_weights`) over each tile's actual overlap with its neighbours, so an identity
