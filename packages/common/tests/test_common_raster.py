@@ -675,7 +675,13 @@ def test_bands_selection_and_strip_layout(tmp_path, float_raster):
     np.testing.assert_allclose(read_raster(out).array, array[[0, 2]], rtol=1e-6)
     with rasterio.open(out) as dst:
         assert dst.compression.name.lower() == "deflate"
-        assert dst.block_shapes[0] == (16, 130)  # strips of 16 rows, each written once
+        assert dst.block_shapes[0] == (16, 130)  # strips of 16 rows
+        profile, values = dst.profile, dst.read()
+    # each strip was written once, whole: the file is as small as a one-shot write of the same pixels
+    profile.update(predictor=3, zlevel=1)  # creation options are not part of the read profile
+    with rasterio.open(tmp_path / "one_shot.tif", "w", **profile) as ref:
+        ref.write(values)
+    assert out.stat().st_size == (tmp_path / "one_shot.tif").stat().st_size
 
 
 def test_raster_dataclass_and_doctests():
