@@ -268,3 +268,12 @@ def test_module_entry_help():
         and "glacierhack" in result.stdout
         and "--seed" in result.stdout
     )
+
+
+def test_doctests():
+    import doctest
+
+    import eo_common.testing as testing_mod
+
+    result = doctest.testmod(testing_mod)
+    assert result.failed == 0 and result.attempted >= 1
