@@ -380,8 +380,10 @@ def build_module(cfg: GlacierTrainConfig, normalizer: Normalizer) -> GlacierSegM
     )
 
 
-def train(cfg: GlacierTrainConfig) -> dict[str, Any]:
-    """Train; returns ``{"run_dir", "best_checkpoint", "best_val_mcc", "epochs", "seconds"}``.
+def train(
+    cfg: GlacierTrainConfig, extra_callbacks: Sequence[Any] = (), **trainer_kwargs: Any
+) -> dict[str, Any]:
+    """Train (``trainer_kwargs`` override Lightning Trainer arguments); returns ``{"run_dir", "best_checkpoint", "best_val_mcc", "epochs", "seconds"}``.
 
     Writes ``run_dir/config.json``, Lightning checkpoints (``best`` by ``val/mcc``, ``last``),
     ``metrics.csv`` and ``summary.json``. With ``cfg.train.resume`` set it continues from
@@ -403,16 +405,19 @@ def train(cfg: GlacierTrainConfig) -> dict[str, Any]:
     train_loader, val_loader = build_dataloaders(cfg, train_tiles, val_tiles, normalizer)
     run_dir = prepare_run_dir(cfg.train.output_dir, cfg.train.experiment_name, cfg.to_dict())
     module = build_module(cfg, normalizer)
-    extra: list[Any] = [_sampler_epoch_callback()]
+    overrides: dict[str, Any] = dict(trainer_kwargs)
     if cfg.max_time_s:
-        from lightning.pytorch.callbacks import Timer
-
-        extra.append(Timer(duration=timedelta(seconds=cfg.max_time_s), interval="step"))
-    trainer = build_trainer(
-        cfg.train, run_dir, monitor="val/mcc", mode="max", extra_callbacks=extra
-    )
+        overrides["max_time"] = timedelta(seconds=cfg.max_time_s)
     if cfg.limit_train_batches:
-        trainer.limit_train_batches = cfg.limit_train_batches
+        overrides["limit_train_batches"] = cfg.limit_train_batches
+    trainer = build_trainer(
+        cfg.train,
+        run_dir,
+        monitor="val/mcc",
+        mode="max",
+        extra_callbacks=[_sampler_epoch_callback(), *extra_callbacks],
+        **overrides,
+    )
     ckpt = resume_checkpoint(run_dir, cfg.train.resume)
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
