@@ -494,8 +494,11 @@ class BENv2Patch:
 
     @property
     def s1_product(self) -> str:
-        """The S1 product folder name (S1 name without the trailing ``_col_row``)."""
-        return self.s1_name.rsplit("_", 2)[0]
+        """The S1 product folder name of the official v2 layout (S1 name without ``_tile_col_row``).
+
+        E.g. ``S1B_IW_GRDH_1SDV_20170612T165809_33UUP_37_88`` -> ``S1B_IW_GRDH_1SDV_20170612T165809``.
+        """
+        return self.s1_name.rsplit("_", 3)[0]
 
     @property
     def mgrs_tile(self) -> str | None:
