@@ -508,3 +508,13 @@ def test_ignored_pixels_change_neither_loss_nor_gradients(name):
     assert results[0][0].item() == pytest.approx(results[1][0].item(), rel=1e-6, abs=1e-7)
     torch.testing.assert_close(results[0][1], results[1][1])
     assert (results[0][1][ignored] == 0).all()
+
+
+def test_mcc_under_bf16_autocast_keeps_float32_accuracy():
+    g = _rng(21)
+    logits = torch.randn(2, 4, 16, 16, generator=g)
+    target = torch.randint(0, 4, (2, 16, 16), generator=g)
+    reference = L.mcc_loss(logits, target)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        got = L.mcc_loss(logits, target)
+    assert got.item() == pytest.approx(reference.item(), abs=1e-5)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,3 +29,45 @@ def test_docstring_examples(name):
     assert result.failed == 0, (
         f"{result.failed} docstring example(s) of eo_common.losses.{name} failed"
     )
+
+
+def _losses_doc_text() -> str | None:
+    """docs/common_losses.md, or its `eo_common.losses` section once merged into docs/common.md."""
+    docs = Path(__file__).resolve().parents[3] / "docs"
+    fragment = docs / "common_losses.md"
+    if fragment.is_file():
+        return fragment.read_text(encoding="utf-8")
+    merged = docs / "common.md"
+    if not merged.is_file():
+        return None
+    lines = merged.read_text(encoding="utf-8").splitlines()
+    for start, line in enumerate(lines):
+        match = re.match(r"^(#+)\s.*`eo_common\.losses`", line)
+        if match:
+            level = len(match.group(1))
+            end = next(
+                (
+                    i
+                    for i in range(start + 1, len(lines))
+                    if re.match(rf"^#{{1,{level}}}\s", lines[i])
+                ),
+                len(lines),
+            )
+            return "\n".join(lines[start:end])
+    return None
+
+
+def test_documentation_examples():
+    text = _losses_doc_text()
+    if text is None:
+        pytest.skip(
+            "docs/common_losses.md and a `eo_common.losses` section in docs/common.md are both absent"
+        )
+    test = doctest.DocTestParser().get_doctest(text, {"torch": torch}, "common_losses.md", None, 0)
+    assert test.examples, "the losses documentation has no examples"
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f"{result.failed} example(s) in the losses documentation failed"

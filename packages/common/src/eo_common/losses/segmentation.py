@@ -318,7 +318,9 @@ def soft_mcc(probs: Tensor, target: Tensor, ignore_index: int | None = 255) -> T
         probs.dtype
     )
     pred = torch.where(valid.unsqueeze(1), probs, torch.zeros_like(probs)).movedim(1, -1)
-    confusion = truth.reshape(-1, num_classes).T @ pred.reshape(-1, num_classes)  # (K, K)
+    # (K, K) soft confusion matrix, accumulated in float32 even under AMP autocast
+    with torch.autocast(device_type=probs.device.type, enabled=False):
+        confusion = truth.reshape(-1, num_classes).float().T @ pred.reshape(-1, num_classes).float()
     confusion = confusion.double()
     true_counts = confusion.sum(1)
     pred_counts = confusion.sum(0)
