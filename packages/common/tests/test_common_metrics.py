@@ -452,3 +452,27 @@ def test_spearman_drops_non_finite_and_handles_degenerate_input():
     constant = SpearmanRho()
     constant.update(torch.zeros(10), torch.arange(10))
     assert math.isnan(constant.compute())
+
+
+def test_spearman_merge_state_with_histogram_and_values_equals_scipy():
+    """What DDP does (sum the histograms, concatenate the values) keeps rho exact."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randint(0, 4, (300,), generator=g), torch.randint(0, 4, (300,), generator=g)
+    xf, yf = torch.rand(80, generator=g), torch.rand(80, generator=g)
+    a, b = SpearmanRho(levels=4), SpearmanRho(levels=4)
+    a.update(x[:200], y[:200])
+    b.update(xf, yf)
+    b.update(x[200:], y[200:])
+    a.merge_state(b)
+    expected = spearmanr(torch.cat([x, xf]).numpy(), torch.cat([y, yf]).numpy()).statistic
+    assert a.compute() == pytest.approx(expected, abs=1e-12)
+
+
+def test_forward_returns_the_batch_value_and_keeps_accumulating():
+    pred, target = _image_batches(seed=8, n_batches=1)[0]
+    metric = ImageQualityMetrics()
+    batch_value = metric(pred, target)  # torchmetrics forward: score of this batch only
+    assert batch_value["psnr"] == pytest.approx(psnr(pred, target), abs=1e-9)
+    metric(pred * 0.5, target)
+    pooled = psnr(torch.cat([pred, pred * 0.5]), torch.cat([target, target]))
+    assert metric.compute()["psnr"] == pytest.approx(pooled, abs=1e-9)
