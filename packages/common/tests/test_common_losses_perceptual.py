@@ -178,3 +178,22 @@ def test_gram_texture_on_vgg_features_shares_an_extractor():
         for name in LAYERS
     )
     assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_vgg_weights_stay_out_of_checkpoints(tmp_path):
+    state = _vgg_features_state(seed=8)
+    path = tmp_path / "vgg16_features.pth"
+    torch.save(state, path)
+    model = torch.nn.ModuleDict(
+        {
+            "head": torch.nn.Conv2d(3, 3, 1),
+            "loss": L.VGGPerceptualLoss(weights_path=path, layers=LAYERS),
+        }
+    )
+    checkpoint = model.state_dict()
+    assert not [k for k in checkpoint if "trunk" in k] and "head.weight" in checkpoint
+    # an old checkpoint with (random) VGG weights in it must not overwrite the loaded ones
+    stale = dict(checkpoint)
+    stale["loss.features.trunk.0.weight"] = torch.zeros_like(state["0.weight"])
+    model.load_state_dict(stale, strict=True)
+    assert torch.equal(model["loss"].features.trunk[0].weight, state["0.weight"])

@@ -117,7 +117,9 @@ class VGG16Features(nn.Module):
 
     The trunk is cut after the deepest requested layer, its parameters have
     ``requires_grad=False`` and it stays in eval mode (``train()`` does not switch it).
-    Gradients still flow to the *input*, which is what a perceptual loss needs.
+    Gradients still flow to the *input*, which is what a perceptual loss needs. The VGG weights
+    are not part of ``state_dict()`` (a training checkpoint does not carry them, and loading one
+    keeps the weights this extractor was built with).
 
     Args:
         layers: names from :data:`VGG16_LAYERS`, e.g. ``("relu1_2", "relu2_2", "relu3_3")``.
@@ -196,6 +198,10 @@ class VGG16Features(nn.Module):
         self.input_range = (low, high)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # The frozen VGG weights come from weights_path / pretrained, never from a training
+        # checkpoint: keep them out of state_dict() and keep the current ones on load_state_dict().
+        self.register_state_dict_post_hook(_drop_trunk_state)
+        self.register_load_state_dict_pre_hook(_keep_current_trunk_state)
 
     def train(self, mode: bool = True) -> VGG16Features:
         super().train(mode)
@@ -225,6 +231,16 @@ class VGG16Features(nn.Module):
             if index in self._index_to_name:
                 out[self._index_to_name[index]] = h
         return out
+
+
+def _drop_trunk_state(module: VGG16Features, state_dict: dict, prefix: str, local_metadata) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix + "trunk.")]:
+        del state_dict[key]
+
+
+def _keep_current_trunk_state(module: VGG16Features, state_dict: dict, prefix: str, *args) -> None:
+    for key, value in module.trunk.state_dict().items():
+        state_dict[prefix + "trunk." + key] = value
 
 
 def _layer_weights(layers: Sequence[str], layer_weights: Sequence[float] | None) -> list[float]:
