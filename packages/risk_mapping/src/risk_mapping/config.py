@@ -73,9 +73,9 @@ class DatasetConfig:
     """
 
     stack: str | list[str] = _f(
-        None, path=True, doc="multi-band GeoTIFF or list of single-band rasters"
+        None, path=True, required=True, doc="multi-band GeoTIFF or list of single-band rasters"
     )
-    labels: str = _f(None, path=True, doc="label raster, uint8 0/1/2, 255 = ignore")
+    labels: str = _f(None, path=True, required=True, doc="label raster, uint8 0/1/2, 255 = ignore")
     band_names: list[str] | None = _f(None, doc="names of the stack bands (default band_1..)")
     align_rasters: bool = _f(False, doc="resample rasters on another grid onto the first one")
     resampling: Literal["nearest", "bilinear", "cubic", "average"] = _f("bilinear")
@@ -322,9 +322,10 @@ def _walk(
         dotted = f"{prefix}{name}"
         tp = hints[name]
         if name not in raw:
-            required = fdef.default is None and fdef.metadata.get("path") and cls is DatasetConfig
-            if required:
+            if fdef.metadata.get("required"):
                 problems.append(ConfigProblem(dotted, "required key is missing"))
+            elif dataclasses.is_dataclass(tp):
+                _walk({}, tp, dotted + ".", problems, base_dir, check_files)
             continue
         value = raw[name]
         if dataclasses.is_dataclass(tp):

@@ -189,11 +189,16 @@ _worker_state: dict = {}
 
 
 def _worker_init(
-    probs_path: str, stack_path: str, bands: tuple[int, ...], stretch: ImageStretch, cfg: CRFConfig
+    probs_path: str,
+    stack_path: str,
+    bands: tuple[int, ...],
+    stretch: ImageStretch,
+    cfg: CRFConfig,
+    own_env: bool = True,
 ) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _worker_state["env"] = rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES)
-    _worker_state["env"].__enter__()
+    """Open the inputs once per worker process (``own_env``: a GDAL environment for the process)."""
+    if own_env:  # a pool worker: its GDAL environment lives as long as the process
+        rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES).__enter__()
     _worker_state["probs"] = rasterio.open(probs_path)
     _worker_state["stack"] = rasterio.open(stack_path)
     _worker_state["bands"] = [b + 1 for b in bands]
@@ -292,7 +297,7 @@ def crf_raster(
                     )
                     results = pool.imap(_refine_core, tiles, chunksize=1)
                 else:
-                    _worker_init(*init_args)
+                    _worker_init(*init_args, own_env=False)
                     results = _serial_map(tiles)
                 for tile, labels, rank in tqdm(
                     results, total=len(tiles), desc="dense CRF", unit="tile", disable=not progress
@@ -322,9 +327,6 @@ def _close_worker_state() -> None:
         ds = _worker_state.pop(key, None)
         if ds is not None:
             ds.close()
-    env = _worker_state.pop("env", None)
-    if env is not None:
-        env.__exit__(None, None, None)
     _worker_state.clear()
 
 

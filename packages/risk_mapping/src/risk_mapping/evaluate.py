@@ -262,7 +262,7 @@ def render_report(
         + " | ".join(names)
         + (" | CRF effect |" if {"crf", "no_crf"} <= set(names) else " |")
     )
-    lines += ["", "## All metrics", "", header, "|---|" + "---|" * (len(header.count("|")) - 2)]
+    lines += ["", "## All metrics", "", header, "|---|" + "---|" * (header.count("|") - 2)]
     for metric in HEADLINE:
         pct = _is_pct(metric)
         cells = [_fmt(variants[v].get(metric), pct) for v in names]

@@ -1,0 +1,113 @@
+"""Evaluation equals scikit-learn / scipy on the same pixels; report, targets and baseline deltas."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from affine import Affine
+from eo_common.raster import write_raster
+from risk_mapping.config import TargetsConfig
+from risk_mapping.evaluate import evaluate_maps, load_baseline, render_report, write_evaluation
+from scipy.stats import spearmanr
+from sklearn.metrics import cohen_kappa_score, precision_recall_fscore_support
+
+GEO = dict(crs="EPSG:32632", transform=Affine(10.0, 0, 300000.0, 0, -10.0, 5000000.0))
+
+
+@pytest.fixture
+def maps(tmp_path):
+    rng = np.random.default_rng(0)
+    h, w = 300, 70  # more rows than one evaluation strip (256)
+    truth = rng.choice([0, 1, 2], (h, w), p=[0.6, 0.25, 0.15]).astype(np.uint8)
+    pred = np.where(rng.random((h, w)) < 0.7, truth, rng.integers(0, 3, (h, w))).astype(np.uint8)
+    rank = np.clip(pred + rng.normal(0, 0.3, (h, w)), 0, 2).astype(np.float32)
+    truth[:5] = 255
+    pred[50:53, :10] = 255  # no prediction (stack nodata)
+    rank[50:53, :10] = -1
+    split = np.where(np.arange(w)[None, :] < 35, 2, 0).repeat(h, 0).astype(np.uint8)
+    paths = {
+        "labels": write_raster(tmp_path / "labels.tif", truth, nodata=255, **GEO),
+        "pred": write_raster(tmp_path / "class.tif", pred, nodata=255, **GEO),
+        "rank": write_raster(tmp_path / "rank.tif", rank, nodata=-1, **GEO),
+        "split": write_raster(tmp_path / "split.tif", split, nodata=255, **GEO),
+    }
+    return paths, truth, pred, rank, split
+
+
+def test_metrics_equal_sklearn_and_scipy_on_valid_split_pixels(maps):
+    paths, truth, pred, rank, split = maps
+    m = evaluate_maps(
+        paths["labels"], paths["pred"], paths["rank"], split_mask_path=paths["split"], split="test"
+    )
+    keep = (truth != 255) & (split == 2) & (pred != 255)
+    t, p, r = truth[keep], pred[keep], rank[keep]
+    assert m["n_pixels"] == keep.sum()
+    assert m["n_unpredicted"] == ((truth != 255) & (split == 2) & (pred == 255)).sum() > 0
+    assert m["kappa"] == pytest.approx(cohen_kappa_score(t, p), abs=1e-10)
+    assert m["kappa_quadratic"] == pytest.approx(
+        cohen_kappa_score(t, p, weights="quadratic"), abs=1e-10
+    )
+    prec, rec, f1, _ = precision_recall_fscore_support(t, p, labels=[0, 1, 2], zero_division=0)
+    for k in range(3):
+        assert m[f"class{k}_precision"] == pytest.approx(prec[k])
+        assert m[f"class{k}_recall"] == pytest.approx(rec[k])
+        assert m[f"class{k}_f1"] == pytest.approx(f1[k])
+    assert m["spearman_rho"] == pytest.approx(spearmanr(r, t).statistic, abs=1e-9)
+    whole = evaluate_maps(paths["labels"], paths["pred"], paths["rank"])
+    assert whole["n_pixels"] == ((truth != 255) & (pred != 255)).sum()
+
+
+def test_report_targets_and_baseline(maps, tmp_path):
+    paths, *_ = maps
+    no_crf = evaluate_maps(paths["labels"], paths["pred"], paths["rank"])
+    crf = dict(no_crf, kappa=no_crf["kappa"] + 0.1)
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(
+        json.dumps(
+            {
+                "kappa": 0.4534,
+                "class1_precision": 0.1785,
+                "class2_recall": 0.9386,
+                "spearman_rho": 0.5666,
+                "note": "x",
+            }
+        )
+    )
+    targets = TargetsConfig(
+        kappa=crf["kappa"] - 1e-9, class1_precision=0.22, class2_recall=None, spearman_rho=0.58
+    )
+    out = write_evaluation(tmp_path / "eval", {"no_crf": no_crf, "crf": crf}, targets, baseline)
+    record = json.loads(out["metrics"].read_text())
+    assert record["crf_effect"]["kappa"] == pytest.approx(0.1)
+    assert record["delta_vs_baseline"]["crf"]["kappa"] == pytest.approx(crf["kappa"] - 0.4534)
+    rows = {r["metric"]: r for r in record["success_criteria"]}
+    assert set(rows) == {"kappa", "class1_precision", "spearman_rho"}
+    assert rows["kappa"]["crf_met"] and not rows["kappa"]["no_crf_met"]
+    report = out["report"].read_text()
+    assert (
+        "| kappa | >= " in report
+        and "PASS" in report
+        and "FAIL" in report
+        and "CRF effect" in report
+    )
+    assert "baseline" in report and out["confusion_crf"].stat().st_size > 0
+    # our own metrics.json works as a baseline too (its crf variant is used)
+    assert load_baseline(out["metrics"])["kappa"] == pytest.approx(crf["kappa"])
+    assert "n_pixels" in render_report(
+        {"no_crf": no_crf}, TargetsConfig()
+    ) or "Pixels evaluated" in render_report({"no_crf": no_crf}, TargetsConfig())
+
+
+def test_bad_inputs_name_the_file(maps, tmp_path):
+    paths, *_ = maps
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        load_baseline(tmp_path / "nope.json")
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    with pytest.raises(ValueError, match="empty.json"):
+        load_baseline(empty)
+    other = write_raster(tmp_path / "other.tif", np.zeros((10, 10), np.uint8), **GEO)
+    with pytest.raises(ValueError, match="other.tif"):
+        evaluate_maps(paths["labels"], other, None)
