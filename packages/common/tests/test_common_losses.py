@@ -518,3 +518,17 @@ def test_mcc_under_bf16_autocast_keeps_float32_accuracy():
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         got = L.mcc_loss(logits, target)
     assert got.item() == pytest.approx(reference.item(), abs=1e-5)
+
+
+def test_focal_scalar_gamma_types_and_contract_names():
+    logits = torch.randn(1, 3, 2, 2, generator=_rng(22))
+    target = torch.randint(0, 3, (1, 2, 2), generator=_rng(23))
+    reference = L.focal_loss(logits, target, gamma=2.0)
+    for gamma in (2, np.float32(2.0), torch.tensor(2.0), [2.0, 2.0, 2.0]):
+        assert L.FocalLoss(gamma=gamma)(logits, target).item() == pytest.approx(
+            reference.item(), rel=1e-6
+        )
+    contract = """L1Loss VGGPerceptualLoss FFTLoss GradientLoss GramTextureLoss ContrastiveLoss FocalLoss
+        DiceLoss MCCLoss BoundaryLoss signed_distance_map CoralLayer label_to_levels levels_to_label
+        CoralLoss WeightedSum LovaszLoss TverskyLoss""".split()
+    assert all(name in L.__all__ and hasattr(L, name) for name in contract)

@@ -8,6 +8,7 @@ the loss, and changing ``logits`` there changes neither the loss nor any gradien
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Literal
 
@@ -41,7 +42,9 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------- focal
 def _gamma_arg(gamma: float | Sequence[float] | Tensor, num_classes: int | None) -> float | Tensor:
-    if isinstance(gamma, (int, float)):
+    if isinstance(gamma, Tensor | np.ndarray) and gamma.ndim == 0:
+        gamma = float(gamma)
+    if isinstance(gamma, numbers.Real):
         if not (np.isfinite(gamma) and gamma >= 0):
             raise ValueError(f"gamma must be finite and >= 0, got {gamma}")
         return float(gamma)
