@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import re
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +51,9 @@ __all__ = [
     "Stage3Grounder",
     "CycleSARPredictor",
 ]
+
+# bitsandbytes warns on every int8 matmul of a float32 input (it computes in float16); once is enough
+warnings.filterwarnings("once", message="MatMul8bitLt: inputs will be cast")
 
 TERRAMIND_SIZES = ("tiny", "small", "base", "large")
 PRITHVI_BACKBONES = (
