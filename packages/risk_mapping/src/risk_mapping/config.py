@@ -178,7 +178,7 @@ class InferenceConfig:
     overlap: int = _f(64, min=0, max=4096)
     blend: Literal["cosine", "linear", "none"] = _f("cosine")
     batch_size: int = _f(8, min=1)
-    tta: bool = _f(False, doc="average over horizontal/vertical flips")
+    tta: bool = _f(False, doc="average over the four flips (none, h, v, both)")
     mc_dropout_samples: int = _f(0, min=0, max=256, doc="0: off; N: dropout kept on, N passes")
     ensemble_seeds: list[int] = _f(
         factory=list, doc="train one model per seed, average probabilities"

@@ -6,7 +6,7 @@
 class probabilities over
 
 * the ensemble (one checkpoint per seed of ``inference.ensemble_seeds``),
-* test-time augmentation (identity, horizontal and vertical flip; ``inference.tta``),
+* test-time augmentation (identity, horizontal, vertical and both flips; ``inference.tta``),
 * MC-dropout passes (dropout kept on, ``inference.mc_dropout_samples`` passes),
 
 and then writes, strip by strip, GeoTIFFs with the stack's CRS and transform:
@@ -132,7 +132,7 @@ class TilePredictor:
             x = model.stats.standardize(tile.astype(np.float32)).astype(np.float32)
             x[:, missing] = 0.0
             x = torch.from_numpy(x)[None].to(self.device)
-            variants = [x, x.flip(-1), x.flip(-2)] if self.cfg.tta else [x]
+            variants = [x, x.flip(-1), x.flip(-2), x.flip(-2, -1)] if self.cfg.tta else [x]
             batch = torch.cat(variants)
             passes = max(self.cfg.mc_dropout_samples, 1)
             _set_dropout(model.net, self.cfg.mc_dropout_samples > 0)
@@ -140,7 +140,9 @@ class TilePredictor:
                 for _ in range(passes):
                     probs = class_probabilities(model.net(batch), self.cfg.head)
                     if self.cfg.tta:
-                        probs = torch.stack([probs[0], probs[1].flip(-1), probs[2].flip(-2)])
+                        probs = torch.stack(
+                            [probs[0], probs[1].flip(-1), probs[2].flip(-2), probs[3].flip(-2, -1)]
+                        )
                     all_probs.append(probs)
             finally:
                 _set_dropout(model.net, False)
