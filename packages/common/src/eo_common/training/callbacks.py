@@ -103,6 +103,7 @@ class NaNGuard(L.Callback):
         self.last_finite_loss: float | None = None
         self.last_finite_step: int | None = None
         self._bad_loss_pending = False
+        self._batch_step = 0
 
     # state survives --resume
     def state_dict(self) -> dict[str, Any]:
@@ -117,6 +118,11 @@ class NaNGuard(L.Callback):
         for key in self.state_dict():
             if key in state_dict:
                 setattr(self, key, state_dict[key])
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._batch_step = trainer.global_step
 
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
@@ -137,7 +143,7 @@ class NaNGuard(L.Callback):
             value = float(loss.detach())
             if math.isfinite(value):
                 self.last_finite_loss = value
-                self.last_finite_step = trainer.global_step
+                self.last_finite_step = self._batch_step
 
     @staticmethod
     def _grads(optimizer: Optimizer) -> list[torch.Tensor]:

@@ -1,0 +1,169 @@
+"""DDP: a 2-process CPU (gloo) run gives the same validation metrics as a 1-process run.
+
+The 1-process reference runs inside pytest; the 2-process run is this file executed as a script in a
+subprocess through the common CLI flags (``--devices 2 --strategy ddp --accelerator cpu``), so
+Lightning's own launcher starts the second process, exactly as a user's command would.
+
+Equivalence holds because: 16 samples, per-process batch 2 vs. batch 4 in one process; under DDP
+Lightning shuffles the training set with a ``DistributedSampler`` (seed = ``--seed``, reshuffled per
+epoch) that deals the permutation ``p`` out as ``p[r::2]`` to rank ``r``, so global batch ``k`` holds
+``p[4k:4k+4]``; the 1-process run uses the same sampler with one replica, so it sees the same global
+batches. No dropout or batch norm; gradients are averaged over ranks (= the mean over the global
+batch); the streaming torchmetrics reduce their sum states over ranks before ``compute``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torchmetrics
+from eo_common.training import (
+    EOModule,
+    TrainConfig,
+    add_training_args,
+    build_trainer,
+    prepare_run_dir,
+    resume_checkpoint,
+    seed_everything,
+)
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+N_SAMPLES, GLOBAL_BATCH, EPOCHS = 16, 4, 2
+METRIC_KEYS = ("val/loss", "val/loss_l1", "val/loss_mse", "val/mse", "val/mae")
+
+
+class TinyConvRegressor(EOModule):
+    """(B, 1, 8, 8) -> (B, 1, 8, 8); sum-based streaming MSE/MAE metrics (exact over DDP)."""
+
+    def __init__(self, lr: float = 0.05, max_epochs: int = EPOCHS):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(4, 1, 3, padding=1),
+        )
+        self.val_metrics = torchmetrics.MetricCollection(
+            {"mse": torchmetrics.MeanSquaredError(), "mae": torchmetrics.MeanAbsoluteError()}
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+    def compute_losses(self, batch, stage):
+        x, y = batch
+        pred = self(x)
+        l1 = (pred - y).abs().mean()
+        mse = ((pred - y) ** 2).mean()
+        return l1 + mse, {"l1": l1, "mse": mse}
+
+    def update_metrics(self, stage, batch, outputs):
+        if stage == "val":
+            self.val_metrics.update(outputs, batch[1])
+
+
+def run_training(argv: list[str]) -> dict:
+    """The flow of a package's train CLI; returns rank-0 validation metrics and final weights."""
+    parser = argparse.ArgumentParser()
+    add_training_args(parser)
+    parser.set_defaults(max_epochs=EPOCHS, num_workers=0, lr_scheduler="none", accelerator="cpu")
+    args = parser.parse_args(argv)
+    cfg = TrainConfig.from_args(args)
+    seed_everything(cfg.seed)
+    run_dir = prepare_run_dir(cfg.output_dir, cfg.experiment_name, vars(args))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N_SAMPLES, 1, 8, 8, generator=g)
+    y = 0.5 * x.roll(1, dims=-1) + 0.1
+    dataset = TensorDataset(x, y)
+    # one process: the sampler Lightning itself puts in place under DDP, with a single replica
+    sampler = (
+        DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=cfg.seed)
+        if args.devices == "1"
+        else None
+    )
+    train_dl = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, shuffle=False)
+    val_dl = DataLoader(dataset, batch_size=cfg.batch_size)
+    module = TinyConvRegressor(lr=cfg.lr, max_epochs=cfg.max_epochs)
+    trainer = build_trainer(
+        cfg, run_dir, "val/loss", "min", enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.fit(module, train_dl, val_dl, ckpt_path=resume_checkpoint(run_dir, cfg.resume))
+    return {
+        "world_size": trainer.world_size,
+        "global_step": trainer.global_step,
+        "metrics": {k: float(trainer.callback_metrics[k]) for k in METRIC_KEYS},
+        "weights": {k: v.tolist() for k, v in module.state_dict().items()},
+        "is_global_zero": trainer.is_global_zero,
+    }
+
+
+def _compare(reference: dict, ddp: dict) -> None:
+    assert ddp["world_size"] == 2 and reference["world_size"] == 1
+    assert ddp["global_step"] == reference["global_step"] == EPOCHS * N_SAMPLES // GLOBAL_BATCH
+    for key in METRIC_KEYS:
+        assert ddp["metrics"][key] == pytest.approx(
+            reference["metrics"][key], rel=1e-5, abs=1e-7
+        ), key
+    for name, value in reference["weights"].items():
+        torch.testing.assert_close(
+            torch.tensor(ddp["weights"][name]), torch.tensor(value), rtol=1e-5, atol=1e-6
+        )
+
+
+def _common_argv(out: Path, name: str) -> list[str]:
+    return ["--output_dir", str(out), "--experiment_name", name, "--seed", "0", "--lr", "0.05"]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ddp_two_cpu_processes_match_one_process(tmp_path):
+    reference = run_training(
+        _common_argv(tmp_path, "single") + ["--devices", "1", "--batch_size", str(GLOBAL_BATCH)]
+    )
+
+    result = tmp_path / "ddp.json"
+    argv = _common_argv(tmp_path, "ddp") + [
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--batch_size",
+        str(GLOBAL_BATCH // 2),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), str(result), *argv],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, (
+        f"DDP run failed after {elapsed:.0f} s:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
+    ddp = json.loads(result.read_text())
+    _compare(reference, ddp)
+    # both ranks trained; rank 0 wrote the run folder
+    assert (tmp_path / "ddp" / "metrics.csv").is_file()
+    assert (tmp_path / "ddp" / "checkpoints" / "last.ckpt").is_file()
+    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert config["arguments"]["devices"] == "2" and config["arguments"]["strategy"] == "ddp"
+
+
+if __name__ == "__main__":
+    # script mode for the DDP test: python test_common_training_ddp.py RESULT.json [training flags]
+    torch.set_num_threads(1)
+    outcome = run_training(sys.argv[2:])
+    if outcome["is_global_zero"]:
+        Path(sys.argv[1]).write_text(json.dumps(outcome))
