@@ -72,6 +72,7 @@ class CRTrainConfig:
         demo: use the sample dataset with small CPU settings.
         time_budget_s: stop training after this many seconds (0: no limit).
         limit_train_batches, limit_val_batches: Lightning's limits (1.0 = all).
+        threads: torch intra-op threads (0: torch default; 1 is fastest on a shared, loaded CPU).
     """
 
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -98,6 +99,7 @@ class CRTrainConfig:
     time_budget_s: float = 0.0
     limit_train_batches: float = 1.0
     limit_val_batches: float = 1.0
+    threads: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -225,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--limit_train_batches", type=float, default=1.0)
     r.add_argument("--limit_val_batches", type=float, default=1.0)
+    r.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     return p
 
 
@@ -240,6 +243,7 @@ DEMO_DEFAULTS = {
     "synthetic_cloud_prob": 0.5,
     "experiment_name": "cr_demo",
     "base_width": 32,
+    "threads": 1,
 }
 
 
@@ -326,6 +330,8 @@ def train(cfg: CRTrainConfig, *, enable_progress_bar: bool = True) -> dict[str, 
     The best checkpoint by validation PSNR is ``<run dir>/checkpoints/best.ckpt``; ``last.ckpt`` is
     what ``--resume`` continues from.
     """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.train.seed)
     stride = cfg.model.stride
     sizes = [cfg.crop_size, cfg.eval_crop_size] + [s for s, _ in parse_progressive(cfg.progressive)]
