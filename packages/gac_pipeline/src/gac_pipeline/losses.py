@@ -144,4 +144,3 @@ def build_stage3_loss(
             "cycle": (CycleLoss(predictor), cycle_weight),
         }
     )
-

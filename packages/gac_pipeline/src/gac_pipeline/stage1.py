@@ -23,6 +23,7 @@ between runs). Under ``torchrun`` every rank takes its own shard and its own GPU
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -292,16 +293,26 @@ def run_stage1(
         seconds=time.perf_counter() - t_gen,
         output_dir=out,
     )
+    summary_path = out / f"summary.{tag}.json"
+    previous = (
+        json.loads(summary_path.read_text())
+        if summary_path.exists() and not config.overwrite
+        else {}
+    )
     atomic_save_json(
         {
             **{k: v for k, v in asdict(summary).items()},
+            # generation totals over every run of this shard (a resumed run adds to them)
+            "total_generated": int(previous.get("total_generated", 0)) + generated,
+            "total_generation_seconds": float(previous.get("total_generation_seconds", 0.0))
+            + summary.seconds,
             "tiles_per_second": summary.tiles_per_second,
             "wall_seconds": time.perf_counter() - t_start,
             "shard": shard,
             "num_shards": num_shards,
             "config": asdict(config),
         },
-        out / f"summary.{tag}.json",
+        summary_path,
     )
     if skipped:
         log(f"Resumed: {skipped} tiles already done were skipped; generated now: {generated}")
