@@ -31,15 +31,9 @@ def test_docstring_examples(name):
     )
 
 
-def _losses_doc_text() -> str | None:
-    """docs/common_losses.md, or its `eo_common.losses` section once merged into docs/common.md."""
-    docs = Path(__file__).resolve().parents[3] / "docs"
-    fragment = docs / "common_losses.md"
-    if fragment.is_file():
-        return fragment.read_text(encoding="utf-8")
-    merged = docs / "common.md"
-    if not merged.is_file():
-        return None
+def _losses_doc_text() -> str:
+    """The `eo_common.losses` section of docs/common.md (up to the next heading of its level)."""
+    merged = Path(__file__).resolve().parents[3] / "docs" / "common.md"
     lines = merged.read_text(encoding="utf-8").splitlines()
     for start, line in enumerate(lines):
         match = re.match(r"^(#+)\s.*`eo_common\.losses`", line)
@@ -54,16 +48,12 @@ def _losses_doc_text() -> str | None:
                 len(lines),
             )
             return "\n".join(lines[start:end])
-    return None
+    raise AssertionError("docs/common.md has no `eo_common.losses` section")
 
 
 def test_documentation_examples():
     text = _losses_doc_text()
-    if text is None:
-        pytest.skip(
-            "docs/common_losses.md and a `eo_common.losses` section in docs/common.md are both absent"
-        )
-    test = doctest.DocTestParser().get_doctest(text, {"torch": torch}, "common_losses.md", None, 0)
+    test = doctest.DocTestParser().get_doctest(text, {"torch": torch}, "common.md", None, 0)
     assert test.examples, "the losses documentation has no examples"
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
     with warnings.catch_warnings():
