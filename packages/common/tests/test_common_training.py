@@ -346,6 +346,7 @@ def test_training_args_parse_into_config():
         ("max_epochs", 0, "max_epochs"),
         ("experiment_name", "a/b", "experiment_name"),
         ("lr", 0.0, "lr"),
+        ("devices", "two", "--devices"),
     ],
 )
 def test_train_config_rejects_bad_values(field, value, match):
@@ -819,3 +820,14 @@ def test_flatten_metrics_keeps_scalars_only():
         "per_class/ice/f1": 0.75,
         "per_class/ice/support": 10.0,
     }
+
+
+@pytest.mark.parametrize("name", ["seeding", "schedulers", "config", "module", "run"])
+def test_docstring_examples_run(name):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"eo_common.training.{name}")
+    extraglobs = {"torch": torch, "torchmetrics": torchmetrics, "L": L, "argparse": argparse}
+    result = doctest.testmod(mod, extraglobs=extraglobs, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -28,13 +28,12 @@ See ``docs/common_training.md``.
 """
 
 from .callbacks import EpochSeed, NaNGuard, NonFiniteLossError
-from .config import PRECISIONS, TrainConfig, add_training_args
+from .config import PRECISIONS, TrainConfig, add_training_args, parse_devices
 from .module import OPTIMIZERS, STAGES, EOModule, flatten_metrics
 from .run import (
     ResumeError,
     RunCSVLogger,
     build_trainer,
-    parse_devices,
     prepare_run_dir,
     resume_checkpoint,
 )

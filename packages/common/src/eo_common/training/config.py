@@ -4,15 +4,40 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from .schedulers import SCHEDULERS
 
-__all__ = ["PRECISIONS", "TrainConfig", "add_training_args"]
+__all__ = ["PRECISIONS", "TrainConfig", "add_training_args", "parse_devices"]
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+
+
+def parse_devices(devices: str | int | Sequence[int]) -> str | int | list[int]:
+    """Turn the ``--devices`` string into what :class:`lightning.Trainer` expects.
+
+    Example:
+        >>> parse_devices("auto"), parse_devices("2"), parse_devices("-1"), parse_devices("0,1")
+        ('auto', 2, -1, [0, 1])
+    """
+    if isinstance(devices, int):
+        return devices
+    if not isinstance(devices, str):
+        return [int(d) for d in devices]
+    text = devices.strip().strip("[]")
+    if text == "auto":
+        return "auto"
+    try:
+        if "," in text:
+            return [int(d) for d in text.split(",") if d.strip()]
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            f"--devices must be 'auto', an integer or a list like '0,1', got {devices!r}"
+        ) from None
 
 
 @dataclass
@@ -51,6 +76,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
         self.devices = str(self.devices)
+        parse_devices(self.devices)  # fail early on a malformed --devices
         self.precision = str(self.precision)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")

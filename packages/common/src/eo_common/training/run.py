@@ -17,7 +17,7 @@ import datetime as _dt
 import os
 import socket
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +36,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from ..io import atomic_save_json, atomic_write, git_commit, package_versions
 from .callbacks import EpochSeed, NaNGuard
-from .config import TrainConfig
+from .config import TrainConfig, parse_devices
 
 __all__ = [
     "ResumeError",
@@ -44,7 +44,6 @@ __all__ = [
     "prepare_run_dir",
     "build_trainer",
     "resume_checkpoint",
-    "parse_devices",
 ]
 
 CHECKPOINT_DIR = "checkpoints"
@@ -156,7 +155,7 @@ class _AppendingExperimentWriter(ExperimentWriter):
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:
                 header = next(csv.reader(f), [])
-            self.metrics_keys = sorted(header)
+            self.metrics_keys = list(header)  # the on-disk column order, for appending
 
 
 class RunCSVLogger(CSVLogger):
@@ -227,30 +226,6 @@ class _RunFiles(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, RunCSVLogger):
                 logger.save()
-
-
-def parse_devices(devices: str | int | Sequence[int]) -> str | int | list[int]:
-    """Turn the ``--devices`` string into what :class:`lightning.Trainer` expects.
-
-    Example:
-        >>> parse_devices("auto"), parse_devices("2"), parse_devices("-1"), parse_devices("0,1")
-        ('auto', 2, -1, [0, 1])
-    """
-    if isinstance(devices, int):
-        return devices
-    if not isinstance(devices, str):
-        return [int(d) for d in devices]
-    text = devices.strip().strip("[]")
-    if text == "auto":
-        return "auto"
-    try:
-        if "," in text:
-            return [int(d) for d in text.split(",") if d.strip()]
-        return int(text)
-    except ValueError:
-        raise ValueError(
-            f"--devices must be 'auto', an integer or a list like '0,1', got {devices!r}"
-        ) from None
 
 
 def _torchrun_topology() -> tuple[int, int] | None:
