@@ -9,7 +9,6 @@ import pytest
 import torch
 from eo_common.normalize import percentile_stretch
 from eo_common.raster import read_raster, write_raster
-
 from glacier_seg.data import (
     BAND_FOLDERS,
     ClassBalancedCropSampler,
@@ -52,7 +51,9 @@ def test_pairs_by_id_not_by_sorted_order(glacier_root, tmp_path):
     for t in tiles:
         assert {tile_id_from_name(p.name) for p in (*t.band_paths, t.label_path)} == {t.tile_id}
         # the label of each tile is the original file's content for that id
-        original = read_raster(glacier_root / "Label" / f"Y_output_resized_{int(t.tile_id):02d}.tif").array[0]
+        original = read_raster(
+            glacier_root / "Label" / f"Y_output_resized_{int(t.tile_id):02d}.tif"
+        ).array[0]
         assert np.array_equal(read_label(t.label_path), mask_values_to_classes(original))
 
 
@@ -119,7 +120,9 @@ def test_load_tiles_bands_glcm_and_normalisation(glacier_root, tmp_path):
     z = np.concatenate([ds_norm(a.image).reshape(7, -1) for a in arrays], axis=1)
     np.testing.assert_allclose(z.mean(1), 0, atol=1e-4)
     np.testing.assert_allclose(z.std(1), 1, atol=1e-3)
-    assert Normalizer.from_dict(ds_norm.to_dict()).stats.mean.tolist() == ds_norm.stats.mean.tolist()
+    assert (
+        Normalizer.from_dict(ds_norm.to_dict()).stats.mean.tolist() == ds_norm.stats.mean.tolist()
+    )
     with pytest.raises(ValueError, match="statistics"):
         Normalizer("dataset")(arrays[0].image)
     with pytest.raises(ValueError, match="normalization"):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from skimage.feature import graycomatrix, graycoprops
-
 from glacier_seg.texture import (
     GLCM_PROPERTIES,
     GLCMConfig,
@@ -15,6 +13,7 @@ from glacier_seg.texture import (
     quantize,
     texture_channels,
 )
+from skimage.feature import graycomatrix, graycoprops
 
 ANGLES = np.deg2rad([0, 30, 45, 90, 135, 200])
 
@@ -32,25 +31,46 @@ def test_glcm_equals_skimage_per_window(symmetric, window, levels, distances):
     half = window // 2
     padded = np.pad(q, half, mode="reflect")
     for r, c in [(0, 0), (3, 3), (9, 10), (17, 20), (half, 20 - half)]:
-        glcm = graycomatrix(padded[r : r + window, c : c + window], distances, ANGLES, levels=levels,
-                            symmetric=symmetric, normed=True)
+        glcm = graycomatrix(
+            padded[r : r + window, c : c + window],
+            distances,
+            ANGLES,
+            levels=levels,
+            symmetric=symmetric,
+            normed=True,
+        )
         for p, prop in enumerate(GLCM_PROPERTIES):
-            np.testing.assert_allclose(feats[p, :, :, r, c], graycoprops(glcm, prop), atol=1e-10, rtol=0,
-                                       err_msg=f"{prop} at ({r}, {c})")
+            np.testing.assert_allclose(
+                feats[p, :, :, r, c],
+                graycoprops(glcm, prop),
+                atol=1e-10,
+                rtol=0,
+                err_msg=f"{prop} at ({r}, {c})",
+            )
 
 
 def test_interior_pixels_equal_skimage_on_the_unpadded_image():
     rng = np.random.default_rng(1)
     q = rng.integers(0, 8, size=(15, 15)).astype(np.uint8)
-    feats = glcm_features(q, window=5, levels=8, angles=np.deg2rad([0, 90]), properties=("ASM", "correlation"))
-    glcm = graycomatrix(q[4:9, 6:11], [1], np.deg2rad([0, 90]), levels=8, symmetric=True, normed=True)
+    feats = glcm_features(
+        q, window=5, levels=8, angles=np.deg2rad([0, 90]), properties=("ASM", "correlation")
+    )
+    glcm = graycomatrix(
+        q[4:9, 6:11], [1], np.deg2rad([0, 90]), levels=8, symmetric=True, normed=True
+    )
     np.testing.assert_allclose(feats[0, :, :, 6, 8], graycoprops(glcm, "ASM"), atol=1e-12)
     np.testing.assert_allclose(feats[1, :, :, 6, 8], graycoprops(glcm, "correlation"), atol=1e-12)
 
 
 def test_offsets_follow_skimage_rounding():
     # sin(30 deg) = 0.49999999999999994: scikit-image still pairs with the next row
-    assert glcm_offsets([1], np.deg2rad([0, 30, 45, 90, 135])) == [(0, 1), (1, 1), (1, 1), (1, 0), (1, -1)]
+    assert glcm_offsets([1], np.deg2rad([0, 30, 45, 90, 135])) == [
+        (0, 1),
+        (1, 1),
+        (1, 1),
+        (1, 0),
+        (1, -1),
+    ]
     img = np.arange(25, dtype=np.uint8).reshape(5, 5)
     g = graycomatrix(img, [1], [np.deg2rad(30)], levels=25, symmetric=False)[:, :, 0, 0]
     i, j = np.argwhere(g > 0)[0]

@@ -39,26 +39,20 @@ from eo_common.metrics import SegmentationMetrics
 from eo_common.raster import read_raster
 from eo_common.training import seed_everything
 
+from glacier_seg import train as train_cli
 from glacier_seg.data import (
     BAND_NAMES,
     CLASS_NAMES,
     MASK_VALUES,
     Normalizer,
     TileArrays,
+    find_tiles,
     load_tiles,
     scan_layout,
     split_tiles,
-    find_tiles,
 )
 from glacier_seg.model import LossConfig, ModelConfig, build_loss, build_model
-from glacier_seg.train import (
-    GlacierTrainConfig,
-    build_parser as build_train_parser,
-    config_from_args as train_config_from_args,
-    padded_forward,
-    run_cli,
-    train,
-)
+from glacier_seg.train import GlacierTrainConfig, padded_forward, run_cli, train
 
 __all__ = [
     "label_value_histogram",
@@ -87,7 +81,11 @@ def label_value_histogram(label_paths: Sequence[Path]) -> dict[str, Any]:
         if bad:
             per_file[str(path)] = bad
     unexpected = sorted(v for v in counts if v not in MASK_VALUES)
-    return {"counts": dict(sorted(counts.items())), "unexpected": unexpected, "per_file_unexpected": per_file}
+    return {
+        "counts": dict(sorted(counts.items())),
+        "unexpected": unexpected,
+        "per_file_unexpected": per_file,
+    }
 
 
 def class_fractions(masks: Sequence[np.ndarray]) -> dict[str, float]:
@@ -99,9 +97,13 @@ def class_fractions(masks: Sequence[np.ndarray]) -> dict[str, float]:
     return {name: float(c / total) for name, c in zip(CLASS_NAMES, counts)}
 
 
-def channel_statistics(images: Sequence[np.ndarray], names: Sequence[str]) -> dict[str, dict[str, float]]:
+def channel_statistics(
+    images: Sequence[np.ndarray], names: Sequence[str]
+) -> dict[str, dict[str, float]]:
     """Per-channel mean, std, min, 2/98 percentiles, max and NaN count over ``images`` (C, H, W)."""
-    stacked = np.concatenate([im.reshape(im.shape[0], -1) for im in images], axis=1).astype(np.float64)
+    stacked = np.concatenate([im.reshape(im.shape[0], -1) for im in images], axis=1).astype(
+        np.float64
+    )
     out = {}
     for name, values in zip(names, stacked):
         finite = values[np.isfinite(values)]
@@ -141,6 +143,9 @@ def overfit_one_batch(
 ) -> dict[str, Any]:
     """Train a fresh model on one fixed batch; report the MCC it reaches on that batch.
 
+    The MCC is that of each training-mode forward pass over the whole batch (all pixels
+    flattened); the run stops at the first step reaching ``target_mcc``.
+
     Args:
         images: (B, C, H, W) normalised. masks: (B, H, W) long classes.
         steps: most optimiser steps (stops early once ``target_mcc`` is reached).
@@ -151,31 +156,34 @@ def overfit_one_batch(
     seed_everything(seed)
     model_cfg = dataclasses.replace(model_cfg, in_channels=images.shape[1])
     model = build_model(model_cfg)
-    criterion = build_loss(loss_cfg or LossConfig(focal_weight=1.0, dice_weight=1.0, mcc_weight=0.0))
+    criterion = build_loss(
+        loss_cfg or LossConfig(focal_weight=1.0, dice_weight=1.0, mcc_weight=0.0)
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     started = time.perf_counter()
     losses: list[float] = []
     mcc = float("nan")
-    step = 0
+    steps_done = 0
+    model.train()
     for step in range(1, steps + 1):
-        model.train()
+        steps_done = step
         logits = padded_forward(model, images)
         loss, _ = criterion(logits, masks)
+        # MCC of this forward pass (training mode, i.e. batch-norm on batch statistics, as the
+        # network sees the batch while fitting it); eval-mode running statistics lag far behind
+        # in a few dozen steps and would hide whether the labels can be fitted at all
+        metric = SegmentationMetrics(len(CLASS_NAMES), ignore_index=None)
+        metric.update(logits.detach(), masks)
+        mcc = float(metric.compute()["mcc"])
+        losses.append(float(loss.detach()))
+        if mcc >= target_mcc:
+            break
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
-        if step % 10 == 0 or step == steps:
-            model.eval()
-            with torch.no_grad():
-                metric = SegmentationMetrics(len(CLASS_NAMES), ignore_index=None)
-                metric.update(padded_forward(model, images), masks)
-                mcc = float(metric.compute()["mcc"])
-            if mcc >= target_mcc:
-                break
     return {
         "mcc": mcc,
-        "steps": step,
+        "steps": steps_done,
         "loss_first": losses[0],
         "loss_last": losses[-1],
         "passed": bool(mcc >= target_mcc),
@@ -206,7 +214,11 @@ def run_ablation(cfg: GlacierTrainConfig, epochs: int, out_dir: Path) -> dict[st
     for name, v in variants.items():
         v.data.glcm_cache = cfg.data.glcm_cache or (out_dir / "glcm_cache")
         summary = train(v, enable_progress_bar=False, enable_model_summary=False)
-        results[name] = {"best_val_mcc": summary["best_val_mcc"], "epochs": summary["epochs"], "seconds": summary["seconds"]}
+        results[name] = {
+            "best_val_mcc": summary["best_val_mcc"],
+            "epochs": summary["epochs"],
+            "seconds": summary["seconds"],
+        }
     return results
 
 
@@ -256,7 +268,11 @@ def diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
     report["pairing"] = pairing.to_dict()
     if not pairing.ok:  # nothing else can be trusted; report and stop
         atomic_save_json(report, out / "report.json")
-        (out / "report.md").write_text("# glacier-diagnose\n\nPAIRING FAILED:\n\n" + "\n".join(f"- {p}" for p in pairing.problems()) + "\n")
+        (out / "report.md").write_text(
+            "# glacier-diagnose\n\nPAIRING FAILED:\n\n"
+            + "\n".join(f"- {p}" for p in pairing.problems())
+            + "\n"
+        )
         return report
     tiles = find_tiles(tc.data.data_root)
     report["label_values"] = label_value_histogram([t.label_path for t in tiles if t.label_path])
@@ -264,16 +280,24 @@ def diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
         atomic_save_json(report, out / "report.json")
         return report
     glcm = tc.data.glcm
-    arrays = load_tiles(tiles, glcm=glcm, cache_dir=tc.data.glcm_cache or out / "glcm_cache", progress=True)
-    train_ids, val_ids = split_tiles([a.tile_id for a in arrays], tc.data.val_fraction, tc.train.seed, tc.data.val_ids)
+    arrays = load_tiles(
+        tiles, glcm=glcm, cache_dir=tc.data.glcm_cache or out / "glcm_cache", progress=True
+    )
+    train_ids, val_ids = split_tiles(
+        [a.tile_id for a in arrays], tc.data.val_fraction, tc.train.seed, tc.data.val_ids
+    )
     splits: dict[str, list[TileArrays]] = {
         "train": [a for a in arrays if a.tile_id in set(train_ids)],
         "val": [a for a in arrays if a.tile_id in set(val_ids)],
     }
     report["split"] = {"train": train_ids, "val": val_ids}
-    report["class_fractions"] = {s: class_fractions([a.mask for a in v]) for s, v in splits.items() if v}
+    report["class_fractions"] = {
+        s: class_fractions([a.mask for a in v]) for s, v in splits.items() if v
+    }
     names = list(BAND_NAMES) + [f"glcm_{n}" for n in _glcm_channel_names(glcm)]
-    report["channel_statistics"] = {s: channel_statistics([a.image for a in v], names) for s, v in splits.items() if v}
+    report["channel_statistics"] = {
+        s: channel_statistics([a.image for a in v], names) for s, v in splits.items() if v
+    }
     report["trivial_baseline_mcc"] = trivial_baseline_mcc([a.mask for a in arrays])
     # overfit one batch: crops (class-balanced, fixed seed) of up to 4 training tiles
     normalizer = Normalizer(tc.data.normalization).fit([a.image for a in splits["train"]])
@@ -289,7 +313,12 @@ def diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
     batch_y = torch.from_numpy(np.stack(masks))
     model_cfg = dataclasses.replace(tc.model, encoder_weights="none")
     report["overfit_one_batch"] = overfit_one_batch(
-        batch_x, batch_y, model_cfg, steps=cfg.overfit_steps, target_mcc=cfg.target_mcc, seed=tc.train.seed
+        batch_x,
+        batch_y,
+        model_cfg,
+        steps=cfg.overfit_steps,
+        target_mcc=cfg.target_mcc,
+        seed=tc.train.seed,
     )
     if cfg.ablation_epochs > 0:
         report["ablation"] = run_ablation(tc, cfg.ablation_epochs, out)
@@ -302,20 +331,32 @@ def diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
 def _glcm_channel_names(glcm: Any) -> list[str]:
     if glcm.average_angles:
         return list(glcm.properties)
-    return [f"{p}_d{d}_a{a:g}" for p in glcm.properties for d in glcm.distances for a in glcm.angles_deg]
+    return [
+        f"{p}_d{d}_a{a:g}" for p in glcm.properties for d in glcm.distances for a in glcm.angles_deg
+    ]
 
 
 def _markdown(report: dict[str, Any]) -> str:
     lines = ["# glacier-diagnose", ""]
     p = report["pairing"]
     lines.append(f"- pairing: {'OK' if p['ok'] else 'FAILED'}, {p['n_paired']} tiles paired by id")
-    lines.append(f"- label values: {report['label_values']['counts']} (unexpected: {report['label_values']['unexpected'] or 'none'})")
+    lines.append(
+        f"- label values: {report['label_values']['counts']} (unexpected: {report['label_values']['unexpected'] or 'none'})"
+    )
     lines.append(f"- trivial baseline (all background) MCC: {report['trivial_baseline_mcc']:.4f}")
     o = report["overfit_one_batch"]
-    lines.append(f"- overfit one batch: MCC {o['mcc']:.4f} after {o['steps']} steps ({'PASS' if o['passed'] else 'FAIL'})")
-    lines += ["", "| split | " + " | ".join(CLASS_NAMES) + " |", "|---" * (len(CLASS_NAMES) + 1) + "|"]
+    lines.append(
+        f"- overfit one batch: MCC {o['mcc']:.4f} after {o['steps']} steps ({'PASS' if o['passed'] else 'FAIL'})"
+    )
+    lines += [
+        "",
+        "| split | " + " | ".join(CLASS_NAMES) + " |",
+        "|---" * (len(CLASS_NAMES) + 1) + "|",
+    ]
     for split, fr in report["class_fractions"].items():
-        lines.append(f"| {split} | " + " | ".join(f"{100 * fr[c]:.3f} %" for c in CLASS_NAMES) + " |")
+        lines.append(
+            f"| {split} | " + " | ".join(f"{100 * fr[c]:.3f} %" for c in CLASS_NAMES) + " |"
+        )
     if "ablation" in report:
         lines += ["", "| variant | best val MCC | epochs |", "|---|---|---|"]
         for name, r in report["ablation"].items():
@@ -324,7 +365,7 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = build_train_parser()
+    parser = train_cli.build_parser()
     parser.prog = "glacier-diagnose"
     parser.description = (
         "Checks for a glacier run that scores near MCC 0: pairing by tile id, raw label values, class "
@@ -332,11 +373,28 @@ def build_parser() -> argparse.ArgumentParser:
         "run, and a short 5- vs 7-channel ablation."
     )
     g = parser.add_argument_group("diagnose")
-    g.add_argument("--out_dir", type=Path, default=Path("runs/diagnose"), help="report folder (default %(default)s)")
-    g.add_argument("--overfit_steps", type=int, default=100, help="most steps of the overfit-one-batch run")
+    g.add_argument(
+        "--out_dir",
+        type=Path,
+        default=Path("runs/diagnose"),
+        help="report folder (default %(default)s)",
+    )
+    g.add_argument(
+        "--overfit_steps", type=int, default=100, help="most steps of the overfit-one-batch run"
+    )
     g.add_argument("--overfit_crop", type=int, default=64, help="crop side of the overfit batch")
-    g.add_argument("--target_mcc", type=float, default=0.9, help="MCC the overfit run must reach (default %(default)s)")
-    g.add_argument("--ablation_epochs", type=int, default=0, help="epochs per ablation variant; 0 skips the ablation")
+    g.add_argument(
+        "--target_mcc",
+        type=float,
+        default=0.9,
+        help="MCC the overfit run must reach (default %(default)s)",
+    )
+    g.add_argument(
+        "--ablation_epochs",
+        type=int,
+        default=0,
+        help="epochs per ablation variant; 0 skips the ablation",
+    )
     parser.set_defaults(encoder_name="resnet18")
     return parser
 
@@ -345,9 +403,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``glacier-diagnose``; exit code 1 when a check fails."""
 
     def run(ns: argparse.Namespace) -> dict[str, Any]:
-        tc = train_config_from_args(ns)
+        tc = train_cli.config_from_args(ns)
         tc.data.include_glcm = True
-        report = diagnose(DiagnoseConfig(tc, ns.out_dir, ns.overfit_steps, ns.overfit_crop, ns.target_mcc, ns.ablation_epochs))
+        report = diagnose(
+            DiagnoseConfig(
+                tc, ns.out_dir, ns.overfit_steps, ns.overfit_crop, ns.target_mcc, ns.ablation_epochs
+            )
+        )
         return {
             "pairing_ok": report["pairing"]["ok"],
             "unexpected_label_values": report.get("label_values", {}).get("unexpected"),

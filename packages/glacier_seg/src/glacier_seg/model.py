@@ -78,6 +78,7 @@ class ModelConfig:
         decoder_attention_type: ``"scse"`` (default) or ``"none"``.
         extra_channel_init: see the module docstring.
         num_classes: 4 (background, glacier, debris, lake).
+        decoder_channels: U-Net decoder widths, one per encoder stage (smp default).
     """
 
     encoder_name: str = "resnet34"
@@ -86,6 +87,7 @@ class ModelConfig:
     decoder_attention_type: str = "scse"
     extra_channel_init: ExtraChannelInit = "rgb_matched"
     num_classes: int = NUM_CLASSES
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
 
 
 def expand_first_conv(
@@ -181,6 +183,15 @@ def _first_conv_name(encoder: nn.Module) -> str:
     raise EncoderWeightsError("encoder has no Conv2d")
 
 
+def _drop_unused_attention(model: smp.Unet) -> None:
+    """smp builds ``attention1`` (applied to ``[x, skip]``) in the last decoder block too, which has
+    no skip connection, so it is never called: parameters without gradients, which DDP rejects
+    unless ``find_unused_parameters=True``. Replace it by the identity it effectively is."""
+    last = model.decoder.blocks[-1]
+    if hasattr(last, "attention1") and not isinstance(last.attention1, nn.Identity):
+        last.attention1 = nn.Identity()
+
+
 def build_model(cfg: ModelConfig) -> smp.Unet:
     """smp U-Net with the configured encoder, scSE decoder attention and encoder weights.
 
@@ -198,7 +209,9 @@ def build_model(cfg: ModelConfig) -> smp.Unet:
         in_channels=cfg.in_channels,
         classes=cfg.num_classes,
         decoder_attention_type=attention,
+        decoder_channels=tuple(cfg.decoder_channels),
     )
+    _drop_unused_attention(model)
     weights = (cfg.encoder_weights or "none").strip()
     if weights.lower() in ("none", "null", ""):
         return model
@@ -215,7 +228,8 @@ def build_model(cfg: ModelConfig) -> smp.Unet:
         )
     state = dict(state)
     state[conv_key] = expand_first_conv(rgb.float(), cfg.in_channels, cfg.extra_channel_init)
-    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+    # nn.Module.load_state_dict: smp encoders override it and return None
+    missing, unexpected = nn.Module.load_state_dict(model.encoder, state, strict=False)
     if missing or unexpected:
         raise EncoderWeightsError(
             f"{weights}: does not match encoder {cfg.encoder_name!r}: missing {sorted(missing)[:8]}, "

@@ -614,6 +614,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how pretrained RGB filters initialise 5/7 input channels (see README)",
     )
     g.add_argument(
+        "--decoder_channels",
+        type=_ints,
+        default=m.decoder_channels,
+        help="U-Net decoder widths, one per stage (default '256,128,64,32,16')",
+    )
+    g.add_argument(
         "--decoder_attention_type",
         choices=("scse", "none"),
         default=m.decoder_attention_type,
@@ -713,6 +719,7 @@ def config_from_args(ns: argparse.Namespace) -> GlacierTrainConfig:
         encoder_weights=ns.encoder_weights,
         decoder_attention_type=ns.decoder_attention_type,
         extra_channel_init=ns.extra_channel_init,
+        decoder_channels=tuple(ns.decoder_channels),
     )
     loss = LossConfig(
         focal_weight=ns.focal_weight,
