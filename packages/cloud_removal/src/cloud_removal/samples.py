@@ -338,7 +338,7 @@ def build_sample_dataset(
                 clear=clear,
                 s1_db=simulate_sar(clear, rng),
                 crs=crs,
-                transform=transform * Affine.translation(x0, y0),
+                transform=transform @ Affine.translation(x0, y0),
                 info={
                     "source": "real S2 L1C scene (13 bands), simulated S1, simulated clouds",
                     "window_row_col": [y0, x0],
@@ -351,7 +351,7 @@ def build_sample_dataset(
             y0, x0 = (sh - size) // 2, (sw - size) // 2
             clear = scene[:, y0 : y0 + size, x0 : x0 + size].astype(np.float32) / 1e4
             sim = simulate_clouds(clear, rng, params, coverage=0.4)
-            t = transform * Affine.translation(x0, y0)
+            t = transform @ Affine.translation(x0, y0)
             pdir = tmp / "predict"
             write_raster(
                 pdir / "scene_s2_cloudy.tif",
