@@ -301,7 +301,8 @@ def build_trainer(
         _RunFiles(),
     ]
     if trainer_kwargs.get("enable_progress_bar", True):
-        callbacks.append(TQDMProgressBar())
+        # redraw every batch on a terminal; in log files (CI, nohup) every 20 batches
+        callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 20))
     if cfg.early_stop_patience > 0:
         callbacks.append(
             EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stop_patience)
