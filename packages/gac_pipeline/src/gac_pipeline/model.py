@@ -55,6 +55,8 @@ __all__ = [
 # bitsandbytes warns on every int8 matmul of a float32 input (it computes in float16); once is enough
 warnings.filterwarnings("once", message="MatMul8bitLt: inputs will be cast")
 
+GENERATOR_MULTIPLE = 32
+"""Tile sides fed to the generate model are padded to a multiple of this (its diffusion U-Net needs 32)."""
 TERRAMIND_SIZES = ("tiny", "small", "base", "large")
 PRITHVI_BACKBONES = (
     "prithvi_eo_tiny",
@@ -151,7 +153,9 @@ def generate_optical(
 ) -> torch.Tensor:
     """Generate S2 L2A DN from S1 dB with a TerraMind generate model.
 
-    Pads 120 -> 128 by reflection (TerraMind needs multiples of 16) and crops back. TerraMind draws its
+    Pads by reflection to a multiple of 32 and crops back: the TerraMind encoder needs multiples of 16 and
+    the diffusion decoder of the generate model multiples of 32 (48, 80, 112 px fail inside its U-Net);
+    120 -> 128 satisfies both. TerraMind draws its
     sampling seed from Python's ``random`` (and the diffusion noise from torch), so both are seeded.
 
     Args:
@@ -166,7 +170,7 @@ def generate_optical(
     if s1_db.ndim != 4 or s1_db.shape[1] != 2:
         raise ValueError(f"s1_db must be (B, 2, H, W), got {tuple(s1_db.shape)}")
     device = next(generator.parameters()).device
-    padded, pads = pad_to_multiple(s1_db.to(device), 16)
+    padded, pads = pad_to_multiple(s1_db.to(device), GENERATOR_MULTIPLE)
     random.seed(seed)
     torch.manual_seed(seed)
     out = generator({"S1GRD": padded}, timesteps=timesteps)["S2L2A"]
