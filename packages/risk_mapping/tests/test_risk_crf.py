@@ -124,3 +124,28 @@ def test_image_stretch_band_check(tmp_path):
     )
     with pytest.raises(ValueError, match="image_bands"):
         image_stretch(path, [0, 1, 2])
+
+
+def test_ordinal_compatibility_keeps_thin_medium_band_that_potts_removes():
+    rng = np.random.default_rng(3)
+    truth = np.zeros((64, 64), np.int64)
+    truth[:, 30:34] = 1  # a thin medium band between low and high, as ordinal maps have
+    truth[:, 34:] = 2
+    image = np.full(
+        (64, 64, 3), 128, np.uint8
+    )  # no edge information: only the unary and smoothness
+    logits = np.eye(3)[truth].transpose(2, 0, 1) * 1.2 + rng.normal(0, 0.6, (3, 64, 64))
+    probs = (np.exp(logits) / np.exp(logits).sum(0)).astype(np.float32)
+    band = truth == 1
+    recall = {}
+    for kind in ("potts", "ordinal"):
+        cfg = CRFConfig(
+            iterations=5,
+            compat_spatial=3.0,
+            compat_bilateral=3.0,
+            bilateral_sxy=10.0,
+            compatibility=kind,
+        )
+        labels = dense_crf(probs, image, cfg).argmax(0)
+        recall[kind] = (labels[band] == 1).mean()
+    assert recall["ordinal"] > recall["potts"] + 0.2, recall

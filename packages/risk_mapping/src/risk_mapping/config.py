@@ -154,7 +154,8 @@ class CRFConfig:
 
     ``spatial_weight`` is the standard deviation (pixels) of the smoothness kernel and
     ``compat_spatial`` its weight; the appearance (bilateral) kernel has ``bilateral_sxy`` pixels,
-    ``bilateral_srgb`` grey levels (0-255) and weight ``compat_bilateral``.
+    ``bilateral_srgb`` grey levels (0-255) and weight ``compat_bilateral``. ``compatibility``:
+    ``ordinal`` (label change i->j costs weight x |i - j|) or ``potts`` (every change costs weight).
     """
 
     enabled: bool = _f(True)
@@ -164,6 +165,9 @@ class CRFConfig:
     bilateral_sxy: float = _f(30.0, min=0.1, max=500.0)
     bilateral_srgb: float = _f(13.0, min=0.1, max=255.0)
     compat_bilateral: float = _f(10.0, min=0.0, max=100.0)
+    compatibility: Literal["ordinal", "potts"] = _f(
+        "ordinal", doc="label compatibility w|i-j| or Potts"
+    )
     image_bands: list[int] = _f(factory=lambda: [0, 1, 2], min=0, length=3)
     tile_size: int = _f(1024, min=32, max=16384)
     overlap: int = _f(128, min=0, max=4096)

@@ -6,6 +6,15 @@ kernel over position and a 3-band uint8 image (``bilateral_sxy`` px, ``bilateral
 weight ``compat_bilateral``), ``iterations`` mean-field steps. pydensecrf needs a C-contiguous
 float32 unary and a C-contiguous uint8 ``(H, W, 3)`` image; both are made so here.
 
+Label compatibility
+    ``compatibility: potts`` charges every label change the same (the usual dense CRF). For ordinal
+    classes that wipes out the middle class: medium pixels usually form thin bands between low and
+    high, disagree with both neighbours and get absorbed. ``compatibility: ordinal`` (default) charges
+    ``weight x |i - j|``, so low next to high costs twice as much as either next to medium. On the
+    demo's validation split (real DEM, rule labels; one run, compat 2/3) Potts took medium recall
+    from 0.13 to 0.00 and kappa from 0.50 to 0.43; the ordinal compatibility took them to 0.52 and
+    0.61.
+
 Tiling without seams, with memory bounded by the tile size
     :func:`crf_raster` lays tiles of ``tile_size`` with ``overlap`` (:func:`eo_common.raster.tile_offsets`)
     and gives each tile a *core*: the part of the tile closer to its centre than to a neighbour's, i.e.
@@ -85,14 +94,21 @@ def dense_crf(probs: np.ndarray, image: np.ndarray, cfg: CRFConfig) -> np.ndarra
     unary = np.ascontiguousarray(unary, dtype=np.float32)
     crf = dcrf.DenseCRF2D(w, h, k)
     crf.setUnaryEnergy(unary)
+    if cfg.compatibility == "ordinal":
+        # label compatibility w |i - j|: confusing low with high costs twice low with medium
+        distance = np.abs(np.subtract.outer(np.arange(k), np.arange(k))).astype(np.float32)
+        spatial_compat = np.ascontiguousarray(cfg.compat_spatial * distance, dtype=np.float32)
+        bilateral_compat = np.ascontiguousarray(cfg.compat_bilateral * distance, dtype=np.float32)
+    else:  # Potts: every label change costs the same
+        spatial_compat, bilateral_compat = cfg.compat_spatial, cfg.compat_bilateral
     if cfg.compat_spatial > 0:
-        crf.addPairwiseGaussian(sxy=cfg.spatial_weight, compat=cfg.compat_spatial)
+        crf.addPairwiseGaussian(sxy=cfg.spatial_weight, compat=spatial_compat)
     if cfg.compat_bilateral > 0:
         crf.addPairwiseBilateral(
             sxy=cfg.bilateral_sxy,
             srgb=cfg.bilateral_srgb,
             rgbim=np.ascontiguousarray(image),
-            compat=cfg.compat_bilateral,
+            compat=bilateral_compat,
         )
     q = crf.inference(cfg.iterations)
     return np.asarray(q, dtype=np.float32).reshape(k, h, w)

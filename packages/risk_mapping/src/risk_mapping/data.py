@@ -19,8 +19,8 @@ Oversampling by duplication
     Tiles whose fraction of ``oversample_class`` pixels (among labelled pixels) is at least
     ``medium_rich_threshold`` are "rich". Copies of rich tiles, richest first and cycling, are appended
     until the class's pixel fraction over all train tiles reaches ``oversample_target_fraction``
-    (the smallest number of copies that does). An unreachable target stops after ``10 x N`` copies with
-    a warning in the summary.
+    (the smallest number of copies that does). An unreachable target (or one that needs more copies than that) stops after ``3 x N`` copies with
+    a note in the summary.
 
 SMOTE on rich tiles, and the rule for synthetic labels
     imbalanced-learn's SMOTE works on flat vectors, so each *original* train tile becomes one vector:
@@ -286,7 +286,7 @@ def rich_mask(y: np.ndarray, cls: int, threshold: float) -> np.ndarray:
 
 
 def oversample_by_duplication(
-    tiles: TileSet, cls: int, target_fraction: float, threshold: float, max_factor: int = 10
+    tiles: TileSet, cls: int, target_fraction: float, threshold: float, max_factor: int = 3
 ) -> tuple[TileSet, dict[str, Any]]:
     """Append copies of rich tiles until class ``cls`` makes up ``target_fraction`` of labelled pixels.
 
