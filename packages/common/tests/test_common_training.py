@@ -789,6 +789,30 @@ def test_configure_optimizers_reads_hparams(name, cls):
     assert opt.param_groups[0]["lr"] == pytest.approx(0.3 * 0.5)  # warmup epoch 0 of 1
 
 
+class LRRecorder(L.Callback):
+    def __init__(self):
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_scheduler_interval_step_updates_the_lr_every_optimizer_step(tmp_path):
+    class PerStep(TinyRegressor):
+        def __init__(self):
+            super().__init__(lr=0.1, lr_scheduler="step", warmup_epochs=1, step_size=1, dropout=0.0)
+            self.hparams["scheduler_interval"] = "step"
+
+    recorder = LRRecorder()
+    cfg = make_cfg(tmp_path, max_epochs=3, accumulate_grad_batches=2, early_stop_patience=0)
+    x, y = make_data(16)  # 4 batches, accumulation 2 -> 2 optimizer steps per epoch
+    _, trainer = _fit_plain(cfg, PerStep(), x, y, [recorder])
+    assert trainer.global_step == 6
+    # warmup over 2 steps: 0.1/3, 0.2/3; then decay by 0.5 every 2 steps; lr is read per batch
+    per_step = [0.1 / 3, 0.2 / 3, 0.1, 0.1, 0.05, 0.05]
+    np.testing.assert_allclose(recorder.lrs, [lr for lr in per_step for _ in range(2)], rtol=1e-9)
+
+
 def test_configure_optimizers_rejects_unknown_optimizer():
     class WithOptimizer(TinyRegressor):
         def __init__(self, optimizer):

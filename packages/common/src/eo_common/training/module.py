@@ -115,6 +115,8 @@ class EOModule(L.LightningModule):
     step_size, gamma, T_0, T_mult, min_lr   scheduler settings of :func:`build_scheduler`
     lr_patience     ``5``         ``plateau`` patience
     monitor, mode   ``"val/loss"``, ``"min"``  metric watched by ``plateau``
+    scheduler_interval ``"epoch"`` ``"step"`` steps the schedule every optimizer step (lengths
+                                  still in epochs; not for ``plateau``)
     ============== ============= ==================================================================
 
     Subclasses overriding ``on_{stage}_epoch_end`` must call ``super()`` so metrics get logged.
@@ -266,6 +268,15 @@ class EOModule(L.LightningModule):
         """Parameters (or param groups) to optimise (default: those with ``requires_grad``)."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def _optimizer_steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch of the attached trainer (accumulation and devices included)."""
+        if self._trainer is None:
+            raise RuntimeError("scheduler_interval='step' needs the module attached to a Trainer")
+        trainer = self.trainer
+        if trainer.max_epochs is None or trainer.max_epochs < 1:
+            raise ValueError("scheduler_interval='step' needs a Trainer with max_epochs >= 1")
+        return max(1, math.ceil(trainer.estimated_stepping_batches / trainer.max_epochs))
+
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         name = str(hp.get("optimizer", "adamw")).lower()
@@ -293,10 +304,19 @@ class EOModule(L.LightningModule):
             max_epochs = self.trainer.max_epochs
         if max_epochs is not None and max_epochs < 0:
             max_epochs = None
+        steps_per_epoch = None
+        interval = str(hp.get("scheduler_interval", "epoch"))
+        if interval == "step":
+            steps_per_epoch = self._optimizer_steps_per_epoch()
+        elif interval != "epoch":
+            raise ValueError(
+                f"hparam scheduler_interval must be 'epoch' or 'step', got {interval!r}"
+            )
         scheduler = build_scheduler(
             optimizer,
             str(hp.get("lr_scheduler", "none")),
             epochs=max_epochs,
+            steps_per_epoch=steps_per_epoch,
             warmup_epochs=int(hp.get("warmup_epochs", 0)),
             step_size=int(hp.get("step_size", 10)),
             gamma=float(hp.get("gamma", 0.5)),
