@@ -13,6 +13,8 @@ epoch) that deals the permutation ``p`` out as ``p[r::2]`` to rank ``r``, so glo
 ``p[4k:4k+4]``; the 1-process run uses the same sampler with one replica, so it sees the same global
 batches. No dropout or batch norm; gradients are averaged over ranks (= the mean over the global
 batch); the streaming torchmetrics reduce their sum states over ranks before ``compute``.
+One training target is NaN: the NaN guard must skip that global step on both ranks (only one of
+them has the NaN loss), as the single process does.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 import torchmetrics
 from eo_common.training import (
     EOModule,
+    NaNGuard,
     TrainConfig,
     add_training_args,
     build_trainer,
@@ -40,6 +43,7 @@ from eo_common.training import (
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 N_SAMPLES, GLOBAL_BATCH, EPOCHS = 16, 4, 2
+NAN_SAMPLE = 5  # its training target is NaN
 METRIC_KEYS = ("val/loss", "val/loss_l1", "val/loss_mse", "val/mse", "val/mae")
 
 
@@ -85,7 +89,9 @@ def run_training(argv: list[str]) -> dict:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(N_SAMPLES, 1, 8, 8, generator=g)
     y = 0.5 * x.roll(1, dims=-1) + 0.1
-    dataset = TensorDataset(x, y)
+    y_train = y.clone()
+    y_train[NAN_SAMPLE] = float("nan")  # NaNGuard must skip the same global step on every rank
+    dataset = TensorDataset(x, y_train)
     # one process: the sampler Lightning itself puts in place under DDP, with a single replica
     sampler = (
         DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=cfg.seed)
@@ -93,7 +99,7 @@ def run_training(argv: list[str]) -> dict:
         else None
     )
     train_dl = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, shuffle=False)
-    val_dl = DataLoader(dataset, batch_size=cfg.batch_size)
+    val_dl = DataLoader(TensorDataset(x, y), batch_size=cfg.batch_size)
     module = TinyConvRegressor(lr=cfg.lr, max_epochs=cfg.max_epochs)
     trainer = build_trainer(
         cfg, run_dir, "val/loss", "min", enable_progress_bar=False, enable_model_summary=False
@@ -105,12 +111,17 @@ def run_training(argv: list[str]) -> dict:
         "metrics": {k: float(trainer.callback_metrics[k]) for k in METRIC_KEYS},
         "weights": {k: v.tolist() for k, v in module.state_dict().items()},
         "is_global_zero": trainer.is_global_zero,
+        "skipped_steps": next(
+            c for c in trainer.callbacks if isinstance(c, NaNGuard)
+        ).total_bad_steps,
     }
 
 
 def _compare(reference: dict, ddp: dict) -> None:
     assert ddp["world_size"] == 2 and reference["world_size"] == 1
     assert ddp["global_step"] == reference["global_step"] == EPOCHS * N_SAMPLES // GLOBAL_BATCH
+    # one global batch per epoch holds the NaN sample; under DDP only one rank sees it
+    assert ddp["skipped_steps"] == reference["skipped_steps"] == EPOCHS
     for key in METRIC_KEYS:
         assert ddp["metrics"][key] == pytest.approx(
             reference["metrics"][key], rel=1e-5, abs=1e-7
