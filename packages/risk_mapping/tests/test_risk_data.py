@@ -216,3 +216,41 @@ def test_tile_dataset_augmentation_keeps_image_and_label_aligned():
     assert changed > 0  # the optical band got jitter
     plain = TileDataset(ds.tiles, None)
     assert torch.equal(plain[0][0], torch.from_numpy(x[0]))
+
+
+def test_list_of_single_band_rasters_checked_or_aligned(risk_stack, tmp_path):
+    from affine import Affine
+    from eo_common.raster import RasterError
+    from risk_mapping.config import DatasetConfig
+    from risk_mapping.data import resolve_stack
+
+    stack, labels = risk_stack
+    with rasterio.open(stack) as src:
+        data, crs, transform, nodata = src.read(), src.crs, src.transform, src.nodata
+    paths = []
+    for b in range(2):
+        paths.append(
+            write_raster(
+                tmp_path / f"band{b}.tif", data[b], crs=crs, transform=transform, nodata=nodata
+            )
+        )
+    coarse = data[2, ::2, ::2]
+    coarse_transform = transform @ Affine.scale(2)
+    paths.append(
+        write_raster(
+            tmp_path / "coarse.tif", coarse, crs=crs, transform=coarse_transform, nodata=nodata
+        )
+    )
+    cfg = DatasetConfig(stack=[str(p) for p in paths], labels=str(labels))
+    with pytest.raises(RasterError, match="coarse.tif"):
+        resolve_stack(cfg, tmp_path / "out")
+    cfg.align_rasters, cfg.resampling = True, "nearest"
+    out = resolve_stack(cfg, tmp_path / "out")
+    with rasterio.open(out) as src, rasterio.open(labels) as lab:
+        assert src.count == 3 and src.transform == lab.transform and src.crs == lab.crs
+        aligned = src.read()
+    assert np.array_equal(aligned[0], data[0])
+    assert np.array_equal(aligned[2][::2, ::2], coarse)  # nearest: each coarse pixel fills its 2x2
+    cfg_same = DatasetConfig(stack=[str(p) for p in paths[:2]], labels=str(labels))
+    with rasterio.open(resolve_stack(cfg_same, tmp_path / "out2")) as src:
+        assert np.array_equal(src.read(), data[:2])

@@ -170,7 +170,7 @@ def resolve_stack(cfg: DatasetConfig, out_dir: Path) -> Path:
     A single file is used as is. A list of single-band rasters is checked with
     :func:`eo_common.raster.check_same_grid`; when the grids differ and ``align_rasters`` is true they
     are resampled onto the first raster's grid with ``resampling``; the result is written to
-    ``out_dir/stack.tif`` (float32, nodata -9999). The label raster must share the stack's grid.
+    ``out_dir/stack.tif`` (float32, the inputs' nodata value). The label raster must share the stack's grid.
 
     Raises:
         RasterError: grids differ (and alignment is off), or the labels are on another grid.
