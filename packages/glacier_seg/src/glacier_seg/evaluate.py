@@ -263,7 +263,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         plot_confusion_matrix(
             np.asarray(result["confusion_matrix"]), list(CLASS_NAMES), out / "confusion_matrix.png"
         )
-        for tile, pred in list(zip(arrays, predictions))[: cfg.max_panels]:
+        # panels of the tiles with the most glacier/debris/lake pixels (the informative ones)
+        ranked = sorted(zip(arrays, predictions), key=lambda tp: -int((tp[0].mask > 0).sum()))
+        for tile, pred in ranked[: cfg.max_panels]:
             save_prediction_panels(tile, pred, out / f"panel_{tile.tile_id}.png")
     return result
 
@@ -305,7 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="where metrics.json, confusion_matrix.png and panels go",
     )
     parser.add_argument(
-        "--max_panels", type=int, default=8, help="prediction panels to draw (default %(default)s)"
+        "--max_panels",
+        type=int,
+        default=8,
+        help="prediction panels to draw, tiles with most non-background pixels first (default %(default)s)",
     )
     parser.add_argument("--glcm_cache", type=Path, default=None, help="texture cache folder")
     parser.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
