@@ -361,11 +361,16 @@ def train(cfg: CRTrainConfig, *, enable_progress_bar: bool = True) -> dict[str, 
     best = (
         float(cb.best_model_score) if cb is not None and cb.best_model_score is not None else None
     )
+    best_path = Path(cb.best_model_path) if cb is not None and cb.best_model_path else None
+    if best_path is None or not best_path.is_file():  # stopped (time budget) before any validation
+        best_path = Path(run_dir) / "checkpoints" / "last.ckpt"
+        if not best_path.is_file():
+            trainer.save_checkpoint(best_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     summary = {
         "run_dir": str(run_dir),
         "best_val_psnr": best,
-        "best_checkpoint": str(cb.best_model_path) if cb is not None else None,
+        "best_checkpoint": str(best_path),
         "epochs_run": int(trainer.current_epoch),
         "train_seconds": seconds,
         "last_metrics": metrics,
