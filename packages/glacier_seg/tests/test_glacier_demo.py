@@ -73,3 +73,36 @@ def test_run_demo_within_a_small_budget(tmp_path):
         all(f.exists() and f.suffix == ".png" for f in result.figures) and len(result.figures) >= 3
     )
     assert result.metrics["train_seconds"] < 60
+
+
+@pytest.mark.slow
+@pytest.mark.samples
+def test_glacier_train_demo_flag(tmp_path):
+    require_samples("landsat8_scene")
+    from glacier_seg.train import main
+
+    code = main(
+        [
+            "--demo",
+            "--output_dir",
+            str(tmp_path),
+            "--encoder_name",
+            "resnet18",
+            "--decoder_channels",
+            "64,32,32,16,16",
+            "--crop_size",
+            "64",
+            "--batch_size",
+            "8",
+            "--samples_per_epoch",
+            "8",
+            "--max_epochs",
+            "1",
+            "--num_workers",
+            "0",
+        ]
+    )
+    assert code == 0
+    summary = json.loads((tmp_path / "glacier" / "summary.json").read_text())
+    split = json.loads((tmp_path / "demo_data" / "split.json").read_text())
+    assert summary["val_tiles"] == split["val"] and len(summary["train_tiles"]) == 27

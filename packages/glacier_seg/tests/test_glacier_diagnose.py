@@ -129,3 +129,47 @@ def test_diagnose_cli_full_report(glacier_root, tmp_path, capsys):
     assert (out / "class_fractions.png").stat().st_size > 0 and "overfit one batch" in (
         out / "report.md"
     ).read_text()
+
+
+@pytest.mark.slow
+def test_ablation_trains_5_and_7_channels_and_pretrained_variant(glacier_root, tmp_path):
+    import segmentation_models_pytorch as smp
+    from glacier_seg.diagnose import run_ablation
+    from glacier_seg.train import build_parser, config_from_args
+
+    weights = tmp_path / "rgb.pth"
+    torch.save(
+        smp.encoders.get_encoder("resnet18", in_channels=3, weights=None).state_dict(), weights
+    )
+    args = [
+        "--data_root",
+        str(glacier_root),
+        "--encoder_name",
+        "resnet18",
+        "--decoder_channels",
+        "64,32,32,16,16",
+        "--crop_size",
+        "32",
+        "--batch_size",
+        "4",
+        "--samples_per_epoch",
+        "4",
+        "--num_workers",
+        "0",
+        "--val_ids",
+        "5",
+        "--glcm_window",
+        "5",
+        "--encoder_weights",
+        str(weights),
+    ]
+    cfg = config_from_args(build_parser().parse_args(args))
+    result = run_ablation(cfg, epochs=1, out_dir=tmp_path)
+    assert set(result) == {"5ch_bands", "7ch_bands_glcm", "7ch_pretrained"}
+    for r in result.values():
+        assert r["epochs"] == 1 and -1.0 <= r["best_val_mcc"] <= 1.0
+    five = torch.load(
+        tmp_path / "ablation" / "5ch_bands" / "checkpoints" / "best.ckpt", weights_only=False
+    )
+    assert five["hyper_parameters"]["model"]["in_channels"] == 5
+    assert cfg.data.include_glcm  # the caller's config is untouched
