@@ -173,3 +173,9 @@ def test_ablation_trains_5_and_7_channels_and_pretrained_variant(glacier_root, t
     )
     assert five["hyper_parameters"]["model"]["in_channels"] == 5
     assert cfg.data.include_glcm  # the caller's config is untouched
+    # a checkpoint of a pretrained run loads without the initial weights file (weights are inside)
+    from glacier_seg.evaluate import load_model
+
+    weights.unlink()
+    loaded = load_model(tmp_path / "ablation" / "7ch_pretrained" / "checkpoints" / "best.ckpt")
+    assert loaded.module.model_cfg.in_channels == 7 and loaded.include_glcm

@@ -67,7 +67,12 @@ def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    module = GlacierSegModule.load_from_checkpoint(path, map_location=device)
+    hparams = torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    if "model" not in hparams:
+        raise ValueError(f"{path}: not a glacier-train checkpoint (no model hyper-parameters)")
+    # the trained weights are in the checkpoint: never fetch or read the initial encoder weights again
+    model_hparams = dict(hparams["model"], encoder_weights="none")
+    module = GlacierSegModule.load_from_checkpoint(path, map_location=device, model=model_hparams)
     module.eval()
     data = module.hparams.get("data") or {}
     glcm_dict = dict(data.get("glcm") or {})
@@ -199,6 +204,14 @@ class EvalConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _default_cache(checkpoint: Path) -> Path | None:
+    """``<output_dir>/glcm_cache`` for a checkpoint in ``<output_dir>/<run>/checkpoints/``, else
+    no cache (never guess a folder outside a run layout)."""
+    if checkpoint.parent.name == "checkpoints":
+        return checkpoint.parent.parent.parent / "glcm_cache"
+    return None
+
+
 def _val_ids_of(checkpoint: Path) -> list[str] | None:
     summary = checkpoint.parent.parent / "summary.json"
     if summary.is_file():
@@ -234,7 +247,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             raise ValueError(f"{cfg.data_root}: tile ids {missing} not found")
         tiles = [t for t in tiles if t.tile_id in set(wanted)]
     glcm = models[0].glcm if models[0].include_glcm else None
-    cache = cfg.glcm_cache or (models[0].path.parent.parent.parent / "glcm_cache")
+    cache = cfg.glcm_cache or _default_cache(models[0].path)
     arrays = load_tiles(tiles, glcm=glcm, cache_dir=cache, progress=True)
     predictions = predict_tiles(models, arrays, cfg.tta, cfg.scales)
 
