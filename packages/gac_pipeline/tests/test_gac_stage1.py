@@ -166,3 +166,20 @@ def test_stage1_cli_errors_exit_2(tmp_path, capsys):
     )
     assert code == 2
     assert "metadata.parquet" in capsys.readouterr().err
+
+
+def test_torchrun_ranks_get_disjoint_shards(monkeypatch):
+    from gac_pipeline.stage1 import _distributed_shard
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert _distributed_shard(1, 3) == (1, 3, None)
+    seen = set()
+    for node_shard in range(2):  # two torchrun jobs (e.g. two nodes), 4 ranks each
+        for rank in range(4):
+            monkeypatch.setenv("WORLD_SIZE", "4")
+            monkeypatch.setenv("RANK", str(rank))
+            monkeypatch.setenv("LOCAL_RANK", str(rank))
+            shard, num, local = _distributed_shard(node_shard, 2)
+            assert num == 8 and local == rank
+            seen.add(shard)
+    assert seen == set(range(8))
