@@ -204,9 +204,10 @@ class GACModule(EOModule):
             )
 
 
-def load_module(path: str | Path) -> GACModule:
+def load_module(path: str | Path, **overrides: Any) -> GACModule:
     """Rebuild a :class:`GACModule` from a (small) stage-2/3 checkpoint: frozen parts from the stored
-    config, trained parts from the file.
+    config, trained parts from the file. ``overrides`` replace stored hyper-parameters, e.g.
+    ``stage2_checkpoint=...`` when the stage-2 checkpoint a stage-3 run used has moved.
 
     Raises:
         FileNotFoundError: no such file. ValueError: not a gac_pipeline stage checkpoint.
@@ -223,7 +224,7 @@ def load_module(path: str | Path) -> GACModule:
         raise ValueError(
             f"{path}: not a gac_pipeline stage-2/3 checkpoint (no hyper_parameters.kind)"
         )
-    hp = dict(ckpt["hyper_parameters"])
+    hp = {**ckpt["hyper_parameters"], **overrides}
     hp["lpips_weights"] = None  # LPIPS is a loss/metric detail, not needed to predict
     hp["loss_weights"] = {**(hp.get("loss_weights") or {}), "lpips": 0.0}
     module = GACModule(**hp)
@@ -232,9 +233,9 @@ def load_module(path: str | Path) -> GACModule:
     return module.eval()
 
 
-def load_stage_model(path: str | Path) -> Stage2Refiner | Stage3Grounder:
+def load_stage_model(path: str | Path, **overrides: Any) -> Stage2Refiner | Stage3Grounder:
     """The trained network of a stage checkpoint (a Stage2Refiner or Stage3Grounder), in eval mode."""
-    return load_module(path).model.eval()
+    return load_module(path, **overrides).model.eval()
 
 
 def export_merged(checkpoint: str | Path, out_path: str | Path) -> Path:
