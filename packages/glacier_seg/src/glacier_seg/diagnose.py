@@ -228,7 +228,7 @@ class DiagnoseConfig:
 
     train: GlacierTrainConfig
     out_dir: Path
-    overfit_steps: int = 100
+    overfit_steps: int = 200
     overfit_crop: int = 64
     target_mcc: float = 0.9
     ablation_epochs: int = 0
@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="report folder (default %(default)s)",
     )
     g.add_argument(
-        "--overfit_steps", type=int, default=100, help="most steps of the overfit-one-batch run"
+        "--overfit_steps", type=int, default=200, help="most steps of the overfit-one-batch run (default %(default)s)"
     )
     g.add_argument("--overfit_crop", type=int, default=64, help="crop side of the overfit batch")
     g.add_argument(
