@@ -380,7 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="report folder (default %(default)s)",
     )
     g.add_argument(
-        "--overfit_steps", type=int, default=200, help="most steps of the overfit-one-batch run (default %(default)s)"
+        "--overfit_steps",
+        type=int,
+        default=200,
+        help="most steps of the overfit-one-batch run (default %(default)s)",
     )
     g.add_argument("--overfit_crop", type=int, default=64, help="crop side of the overfit batch")
     g.add_argument(
