@@ -3,8 +3,8 @@
 Shows, side by side in one run:
 
 * peak memory stays flat from 2048^2 to 8192^2 pixels (bounded by the CRF tile size, not the raster):
-  each size runs in a fresh subprocess that reports its peak RSS (``resource.getrusage``: the parent
-  process and, separately, the largest worker process);
+  each size runs in a fresh subprocess that reports its own peak RSS (``VmHWM``) and, with workers,
+  the largest worker's (``RUSAGE_CHILDREN``; forked workers count pages shared with their parent);
 * time grows linearly with the number of pixels (seconds per megapixel per size);
 * worker processes speed it up (1 vs 2 workers on the same raster).
 
@@ -73,6 +73,16 @@ def make_inputs(folder: Path, size: int, seed: int = 0) -> tuple[Path, Path]:
     return probs_path, stack_path
 
 
+def _vm_hwm_mb() -> float:
+    """Peak RSS of this process's own address space (``VmHWM``; unlike ``ru_maxrss`` it does not
+    inherit the parent's peak across ``exec``)."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def child(size: int, folder: str, tile: int, overlap: int, workers: int) -> None:
     """Run one CRF in this (fresh) process and print a JSON line with time and peak memory."""
     import resource
@@ -82,7 +92,7 @@ def child(size: int, folder: str, tile: int, overlap: int, workers: int) -> None
 
     folder_p = Path(folder)
     probs, stack = folder_p / f"probs_{size}.tif", folder_p / f"stack_{size}.tif"
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base_rss = _vm_hwm_mb()
     cfg = CRFConfig(iterations=5, tile_size=tile, overlap=overlap, workers=workers)
     start = time.perf_counter()
     crf_raster(
@@ -94,8 +104,13 @@ def child(size: int, folder: str, tile: int, overlap: int, workers: int) -> None
         progress=False,
     )
     seconds = time.perf_counter() - start
-    self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    self_mb = _vm_hwm_mb()
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    child_mb = kids.ru_maxrss / 1024
+    cpu_s = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
     print(
         json.dumps(
             {
@@ -105,6 +120,8 @@ def child(size: int, folder: str, tile: int, overlap: int, workers: int) -> None
                 "peak_rss_parent_mb": self_mb,
                 "rss_after_imports_mb": base_rss,
                 "peak_rss_largest_worker_mb": child_mb if workers > 1 else None,
+                "cpu_seconds": cpu_s,
+                "cores_used": cpu_s / seconds,
             }
         )
     )
@@ -117,7 +134,7 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
-        "--speedup_size", type=int, default=2048, help="size for the 1-vs-N worker comparison"
+        "--speedup_size", type=int, default=4096, help="size for the 1-vs-N worker comparison"
     )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -160,7 +177,7 @@ def main() -> None:
     print()
     print(f"dense CRF, 3 classes, 5 iterations, tile {args.tile} px, overlap {args.overlap} px")
     print(
-        f"{'size':>6} {'MP':>6} {'workers':>7} {'seconds':>8} {'s/MP':>6} {'peak RSS parent MB':>18} {'largest worker MB':>17}"
+        f"{'size':>6} {'MP':>6} {'workers':>7} {'seconds':>8} {'s/MP':>6} {'cores used':>10} {'peak RSS parent MB':>18} {'largest worker MB':>17}"
     )
     for r in results:
         worker = (
@@ -169,7 +186,7 @@ def main() -> None:
             else f"{r['peak_rss_largest_worker_mb']:.0f}"
         )
         print(
-            f"{r['size']:>6} {r['megapixels']:>6.1f} {r['workers']:>7} {r['seconds']:>8.1f} {r['s_per_mp']:>6.2f} "
+            f"{r['size']:>6} {r['megapixels']:>6.1f} {r['workers']:>7} {r['seconds']:>8.1f} {r['s_per_mp']:>6.2f} {r['cores_used']:>10.2f} "
             f"{r['peak_rss_parent_mb']:>18.0f} {worker:>17}"
         )
     serial = {r["size"]: r for r in results if r["workers"] == 1}

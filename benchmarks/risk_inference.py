@@ -50,9 +50,13 @@ def make_stack(path: Path, size: int, bands: int = 6) -> None:
             )
 
 
-def child(stack: str, out: str, tile: int, overlap: int, tta: bool) -> None:
-    import resource
+def _vm_hwm_mb() -> float:
+    """This process's own peak RSS (``VmHWM``; ``ru_maxrss`` would inherit the parent's across exec)."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
 
+
+def child(stack: str, out: str, tile: int, overlap: int, tta: bool) -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -71,7 +75,7 @@ def child(stack: str, out: str, tile: int, overlap: int, tta: bool) -> None:
         json.dumps(
             {
                 "seconds": seconds,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mb": _vm_hwm_mb(),
             }
         )
     )
