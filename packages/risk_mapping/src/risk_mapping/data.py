@@ -208,8 +208,10 @@ def block_layout(height: int, width: int, block_size: int, tile_size: int) -> li
     tile is merged into its neighbour, so every block holds at least one tile (when the raster does).
 
     Example:
-        >>> [(w.row_off, w.height, w.col_off, w.width) for w in block_layout(100, 70, 40, 16)]
-        [(0, 40, 0, 40), (0, 40, 40, 30), (40, 60, 0, 40), (40, 60, 40, 30)]
+        >>> [(w.row_off, w.height, w.col_off, w.width) for w in block_layout(100, 90, 40, 16)]
+        [(0, 40, 0, 40), (0, 40, 40, 50), (40, 40, 0, 40), (40, 40, 40, 50), (80, 20, 0, 40), (80, 20, 40, 50)]
+        >>> [(w.row_off, w.height) for w in block_layout(100, 50, 40, 32)]  # 20-row rest merged
+        [(0, 40), (40, 60)]
     """
 
     def edges(length: int) -> list[int]:
