@@ -478,6 +478,11 @@ class CloudRemovalDataModule(L.LightningDataModule):
             self.train_set.rows = self.train_set.rows[:max_train_samples]
         if not len(self.train_set):
             raise CloudRemovalDataError(f"{self.train_set.data_list}: no training rows (split 1)")
+        if not len(self.val_set):
+            raise CloudRemovalDataError(
+                f"{self.val_set.data_list}: no validation rows (split 2); the best checkpoint is "
+                "chosen by validation PSNR"
+            )
         self.sampler = (
             HardExampleSampler(len(self.train_set), factor=hard_example_factor, seed=seed)
             if hard_example_mining

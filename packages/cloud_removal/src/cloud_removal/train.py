@@ -384,7 +384,7 @@ def train(cfg: CRTrainConfig, *, enable_progress_bar: bool = True) -> dict[str, 
         plot_training_curves(
             run_dir / "metrics.csv",
             run_dir / "training_curves.png",
-            metrics=["train/loss", "val/loss", "val/psnr", "val/identity_psnr"],
+            metrics=["loss", "psnr", "psnr_gain"],
         )
     except Exception as exc:  # noqa: BLE001 - a missing plot must not fail a finished training
         print(f"training curves not plotted: {exc}", file=sys.stderr)
