@@ -115,3 +115,27 @@ def test_pipeline_cli_rejects_bad_config(config_factory, tmp_path, capsys):
         )
         == 2
     )
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_from_last_checkpoint(config_factory, tmp_path):
+    import csv
+
+    from risk_mapping.train import train_one
+
+    raw = config_factory(training={"epochs": 1, "limit_train_batches": 1, "patience": 5})
+    cfg = config_from_dict(raw)
+    run_pipeline(cfg, "prepare", progress=False)
+    prepare_dir, train_dir = tmp_path / "run" / "prepare", tmp_path / "run" / "train"
+    train_one(cfg, prepare_dir, train_dir, seed=0, progress=False)
+    run_dir = train_dir / "seed0"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # simulate an interruption after epoch 0 of a 2-epoch run: no DONE marker, last.ckpt present
+    (run_dir / "DONE.json").unlink()
+    raw["training"]["epochs"] = 2
+    train_one(config_from_dict(raw), prepare_dir, train_dir, seed=0, progress=False)
+    with open(run_dir / "metrics.csv", newline="") as f:
+        epochs = [row["epoch"] for row in csv.DictReader(f) if row.get("val/kappa")]
+    assert epochs == ["0", "1"]  # epoch 0 kept from the first run, only epoch 1 trained again
+    done = json.loads((run_dir / "DONE.json").read_text())
+    assert done["epochs_run"] == 2

@@ -323,7 +323,7 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, budget_s: float = 180.0) -> 
             f"(train/val/test), {train['n_tiles']} train tiles of 32 px, {train['duplication']['n_duplicated']} duplicated medium-rich tiles "
             f"(class-1 fraction {train['duplication']['fraction_before']:.3f} -> {train['duplication']['fraction_after']:.3f}), "
             f"{train['n_synthetic']} SMOTE tiles. Model: U-Net resnet18 (random init) + spatial attention + softmax/CORAL heads, "
-            f"{train_done['epochs_run'] + 1} epochs in {train_done['seconds']:.0f} s (best val kappa {train_done['best_val_kappa']:.3f}). "
+            f"{train_done['epochs_run']} epochs in {train_done['seconds']:.0f} s (best val kappa {train_done['best_val_kappa']:.3f}). "
             f"Inference with 4-flip TTA {infer_done['predict_seconds']:.1f} s, dense CRF (5 iterations, 2 workers) {infer_done.get('crf_seconds', 0):.1f} s.",
             "",
             f"Test split, every valid pixel ({v['no_crf']['n_pixels']:,} px), targets from the issue:",
