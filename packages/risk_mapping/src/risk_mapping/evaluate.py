@@ -436,16 +436,23 @@ def main(argv: list[str] | None = None) -> int:
         help="baseline metrics.json to compare against",
     )
     parser.add_argument("--no_crf", action="store_true", help="skip the CRF variant")
+    parser.add_argument(
+        "--accelerator",
+        default="auto",
+        choices=("auto", "cpu", "gpu", "cuda"),
+        help="where the network runs (auto: a GPU when available)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
         from risk_mapping.config import _build
         from risk_mapping.crf import crf_raster
-        from risk_mapping.predict import load_models, predict_raster
+        from risk_mapping.predict import inference_device, load_models, predict_raster
 
         ckpts = _checkpoints(args.model_path)
         stack, labels = _test_data(args.test_data_path, args.labels)
-        models = load_models(ckpts)
+        device = inference_device(args.accelerator)
+        models = load_models(ckpts, device)
         if args.config is not None:
             cfg = load_config(args.config, check_files=False)
             inference, targets = cfg.inference, cfg.evaluation.targets
@@ -454,7 +461,9 @@ def main(argv: list[str] | None = None) -> int:
             inference = _build(InferenceConfig, stored.get("inference", {}))
             targets = _build(TargetsConfig, stored.get("evaluation", {}).get("targets", {}))
         maps = args.output_dir / "maps"
-        paths = predict_raster(models, stack, maps, inference, progress=not args.quiet)
+        paths = predict_raster(
+            models, stack, maps, inference, device=device, progress=not args.quiet
+        )
         if inference.crf.enabled and not args.no_crf:
             crf_raster(
                 paths["probabilities"],

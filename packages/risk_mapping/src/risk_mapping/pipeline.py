@@ -100,13 +100,19 @@ def _run_stage(
         return {"checkpoints": [str(c) for c in ckpts]}
     if stage == "infer":
         from risk_mapping.crf import crf_raster
-        from risk_mapping.predict import load_models, predict_raster
+        from risk_mapping.predict import inference_device, load_models, predict_raster
 
         stack = _marker(prepare_dir)["stack"]
         ckpts = _marker(train_dir)["checkpoints"]
         t0 = time.perf_counter()
+        device = inference_device(cfg.training.accelerator)
         paths = predict_raster(
-            load_models(ckpts), stack, infer_dir, cfg.inference, progress=progress
+            load_models(ckpts, device),
+            stack,
+            infer_dir,
+            cfg.inference,
+            device=device,
+            progress=progress,
         )
         info: dict[str, Any] = {
             "outputs": {k: str(v) for k, v in paths.items()},

@@ -45,6 +45,7 @@ from risk_mapping.config import IGNORE_INDEX, NUM_CLASSES, InferenceConfig, Mode
 from risk_mapping.model import RiskNet, build_model, class_probabilities
 
 __all__ = [
+    "inference_device",
     "LoadedModel",
     "load_models",
     "TilePredictor",
@@ -97,6 +98,13 @@ def load_models(paths: list[str | os.PathLike], device: str = "cpu") -> list[Loa
     if not models:
         raise ValueError("no checkpoint given")
     return models
+
+
+def inference_device(accelerator: str = "auto") -> str:
+    """``"cuda"`` when a GPU is available and ``accelerator`` allows it, else ``"cpu"``."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
 
 
 def _set_dropout(net: torch.nn.Module, active: bool) -> None:
