@@ -46,6 +46,8 @@ __all__ = [
     "validate_config",
     "load_config",
     "config_to_dict",
+    "config_from_dict",
+    "build_section",
     "section_fingerprint",
     "known_encoder_names",
     "main",
@@ -483,7 +485,8 @@ def validate_config(
     return problems
 
 
-def _build(cls: type, raw: dict) -> Any:
+def build_section(cls: type, raw: dict) -> Any:
+    """Build a config dataclass (nested sections too) from an already validated mapping."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
@@ -491,7 +494,7 @@ def _build(cls: type, raw: dict) -> Any:
             continue
         tp = hints[f.name]
         value = raw[f.name]
-        kwargs[f.name] = _build(tp, value or {}) if dataclasses.is_dataclass(tp) else value
+        kwargs[f.name] = build_section(tp, value or {}) if dataclasses.is_dataclass(tp) else value
     return cls(**kwargs)
 
 
@@ -510,7 +513,7 @@ def config_from_dict(
     problems = validate_config(raw, base_dir=base_dir, check_files=check_files)
     if problems:
         raise ConfigError(source, problems)
-    cfg: PipelineConfig = _build(PipelineConfig, raw)
+    cfg: PipelineConfig = build_section(PipelineConfig, raw)
     base = Path(base_dir) if base_dir is not None else None
     ds = cfg.dataset
     if isinstance(ds.stack, list):

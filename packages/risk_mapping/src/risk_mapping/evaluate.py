@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
-        from risk_mapping.config import _build
+        from risk_mapping.config import build_section
         from risk_mapping.crf import crf_raster
         from risk_mapping.predict import inference_device, load_models, predict_raster
 
@@ -458,8 +458,8 @@ def main(argv: list[str] | None = None) -> int:
             inference, targets = cfg.inference, cfg.evaluation.targets
         else:
             stored = models[0].config.get("pipeline_config") or {}
-            inference = _build(InferenceConfig, stored.get("inference", {}))
-            targets = _build(TargetsConfig, stored.get("evaluation", {}).get("targets", {}))
+            inference = build_section(InferenceConfig, stored.get("inference", {}))
+            targets = build_section(TargetsConfig, stored.get("evaluation", {}).get("targets", {}))
         maps = args.output_dir / "maps"
         paths = predict_raster(
             models, stack, maps, inference, device=device, progress=not args.quiet
