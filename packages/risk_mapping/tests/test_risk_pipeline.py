@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import rasterio
@@ -15,13 +16,26 @@ from risk_mapping.pipeline import MARKER, run_pipeline
 
 @pytest.mark.slow
 def test_pipeline_runs_resumes_and_recreates(config_factory, tmp_path, capsys):
-    raw = config_factory(training={"epochs": 1, "limit_train_batches": 2}, inference={"tta": True})
+    raw = config_factory(
+        training={"epochs": 1, "limit_train_batches": 2},
+        inference={
+            "tta": True,
+            "ensemble_seeds": [0, 1],
+            "mc_dropout_samples": 2,
+            "uncertainty": "mc_variance",
+        },
+    )
     cfg = config_from_dict(raw)
     root = tmp_path / "run"
     status = run_pipeline(cfg, progress=False)
     assert status == {s: "ran" for s in pipeline.STAGES}
     for stage in pipeline.STAGES:
         assert (root / stage / MARKER).is_file()
+    train_marker = json.loads((root / "train" / MARKER).read_text())
+    assert [Path(c).parts[-3] for c in train_marker["checkpoints"]] == [
+        "seed0",
+        "seed1",
+    ]  # ensemble
     with rasterio.open(cfg.dataset.labels) as ref:
         for name in (
             "susceptibility",

@@ -442,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("auto", "cpu", "gpu", "cuda"),
         help="where the network runs (auto: a GPU when available)",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="MC-dropout seed (default: the training config's seed)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
@@ -461,8 +467,10 @@ def main(argv: list[str] | None = None) -> int:
             inference = build_section(InferenceConfig, stored.get("inference", {}))
             targets = build_section(TargetsConfig, stored.get("evaluation", {}).get("targets", {}))
         maps = args.output_dir / "maps"
+        stored_seed = (models[0].config.get("pipeline_config") or {}).get("seed", 0)
+        seed = args.seed if args.seed is not None else int(stored_seed)
         paths = predict_raster(
-            models, stack, maps, inference, device=device, progress=not args.quiet
+            models, stack, maps, inference, device=device, seed=seed, progress=not args.quiet
         )
         if inference.crf.enabled and not args.no_crf:
             crf_raster(

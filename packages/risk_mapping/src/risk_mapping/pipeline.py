@@ -112,6 +112,7 @@ def _run_stage(
             infer_dir,
             cfg.inference,
             device=device,
+            seed=cfg.seed,
             progress=progress,
         )
         info: dict[str, Any] = {

@@ -247,12 +247,14 @@ def predict_raster(
     cfg: InferenceConfig,
     *,
     device: str = "cpu",
+    seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Path]:
     """Sliding-window inference over ``stack_path``; returns the product paths (see module doc).
 
     Memory is bounded by the tile size times the raster width (one tile row band), never the
-    whole raster.
+    whole raster. ``seed`` fixes the MC-dropout masks (tiles are visited in a fixed order), so a
+    repeated run gives the same maps.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -263,6 +265,7 @@ def predict_raster(
     if bands != expected:
         raise ValueError(f"{stack_path}: the model expects {expected} bands, the stack has {bands}")
     predictor = TilePredictor(models, cfg, nodata, device)
+    torch.manual_seed(seed)
     raw = out_dir / "raw_prediction.tif"
     sliding_window_predict(
         stack_path,
