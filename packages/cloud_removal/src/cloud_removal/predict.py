@@ -4,7 +4,8 @@ The two inputs must share one grid (CRS, transform, size; checked, errors name t
 Sentinel-2 L1C GeoTIFF in DN (reflectance x 10000, band order B01..B12 with B8A after B08 and B10
 included) and a 2-band Sentinel-1 GeoTIFF (VV, VH in dB). They are stacked into a 15-band virtual
 raster (a GDAL VRT file, nothing copied) and run through :func:`eo_common.raster.sliding_window_predict`:
-tiles of ``--tile_size`` with ``--overlap``, blended with cosine ramps, read and written one tile row
+tiles of ``--tile_size`` with ``--overlap`` (each padded by ``--pad`` reflected pixels of context that
+are cropped off again), blended with cosine ramps, read and written one tile row
 at a time, so memory stays flat however large the scene is. Each tile is normalised with the run's
 convention, predicted, and mapped back to DN. The output keeps the input's CRS and transform:
 13 bands uint16 DN (``--out_dtype float32`` for unrounded values), plus the cloud confidence as a
@@ -51,6 +52,7 @@ class PredictConfig:
     blend: str = "cosine"
     out_dtype: str = "uint16"
     with_confidence: bool = False
+    pad: int = 16
     progress: bool = True
 
 
@@ -82,11 +84,17 @@ def write_stack_vrt(s2: Path, s1: Path, vrt_path: Path) -> Path:
     return vrt_path
 
 
-def make_predict_fn(task: CloudRemovalTask, with_confidence: bool = False):
-    """``(15, t, t)`` float32 tile (13 S2 DN + 2 S1 dB) -> ``(13 or 14, t, t)`` float32 DN (+ confidence)."""
+def make_predict_fn(task: CloudRemovalTask, with_confidence: bool = False, pad: int = 0):
+    """``(15, t, t)`` float32 tile (13 S2 DN + 2 S1 dB) -> ``(13 or 14, t, t)`` float32 DN (+ confidence).
+
+    ``pad`` pixels of reflected context are added around each tile before the network and cropped
+    afterwards, so zero padding inside the network does not darken the scene's outer edges.
+    """
     convention = task.hparams.get("convention", "glf-cr")
 
     def predict_fn(tile: np.ndarray) -> np.ndarray:
+        if pad:
+            tile = np.pad(tile, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
         s2 = fill_nan(tile[:13].astype(np.float32))
         s1 = fill_nan(tile[13:15].astype(np.float32))
         optical = torch.from_numpy(normalize_s2(s2, convention))[None]
@@ -101,7 +109,9 @@ def make_predict_fn(task: CloudRemovalTask, with_confidence: bool = False):
                 if out.confidence is not None
                 else np.full_like(dn[:1], np.nan)
             )
-            return np.concatenate([dn, conf], axis=0)
+            dn = np.concatenate([dn, conf], axis=0)
+        if pad:
+            dn = dn[:, pad:-pad, pad:-pad]
         return dn
 
     return predict_fn
@@ -119,6 +129,11 @@ def predict_scene(cfg: PredictConfig) -> Path:
         raise ValueError(
             f"--tile_size {cfg.tile_size} must be divisible by the network stride {stride}"
         )
+    if cfg.pad < 0 or (cfg.tile_size + 2 * cfg.pad) % stride or cfg.pad >= cfg.tile_size:
+        raise ValueError(
+            f"--pad {cfg.pad}: tile_size + 2 x pad must be divisible by the network stride {stride} "
+            f"and pad smaller than the tile (e.g. --pad {stride})"
+        )
     if not 0 <= cfg.overlap < cfg.tile_size:
         raise ValueError(f"--overlap must be in [0, tile_size), got {cfg.overlap}")
     out_dtype = "float32" if cfg.with_confidence else cfg.out_dtype
@@ -127,7 +142,7 @@ def predict_scene(cfg: PredictConfig) -> Path:
         return sliding_window_predict(
             vrt,
             cfg.out,
-            make_predict_fn(task, cfg.with_confidence),
+            make_predict_fn(task, cfg.with_confidence, cfg.pad),
             out_bands=14 if cfg.with_confidence else 13,
             tile_size=cfg.tile_size,
             overlap=cfg.overlap,
@@ -156,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out_dtype", default="uint16", choices=("uint16", "float32"))
     p.add_argument(
         "--with_confidence", action="store_true", help="append the confidence map as band 14"
+    )
+    p.add_argument(
+        "--pad", type=int, default=16, help="reflected context pixels around each tile (default 16)"
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     return p
