@@ -58,13 +58,20 @@ def test_difference_mask_hand_values():
         difference_cloud_mask(cloudy, clear[:1])
 
 
+@pytest.fixture(scope="module")
+def detector():
+    require_samples("s2cloudless_model")
+    return S2CloudlessDetector()
+
+
 @pytest.mark.samples
-def test_s2cloudless_model_file_has_ten_features_and_sees_simulated_clouds():
+def test_s2cloudless_model_file_has_ten_features_and_sees_simulated_clouds(detector):
     require_samples("s2cloudless_model", "s2_scene")
     model_file = next(sample_path("s2cloudless_model").glob("*.txt"))
     header = model_file.read_text()[:4000]
     assert "max_feature_idx=9" in header  # 10 features: B01 B02 B04 B05 B08 B8A B09 B10 B11 B12
-    det = S2CloudlessDetector(model_file)
+    assert detector.booster.num_feature() == 10
+    det = detector
     import rasterio
 
     root = sample_path("s2_scene")
@@ -148,3 +155,23 @@ def test_loss_skips_confidence_without_predictor_and_contrastive_for_batch_one()
     assert "confidence" not in parts and float(parts["contrastive"]) == 0.0
     with pytest.raises(ValueError, match="every loss term is switched off"):
         CloudRemovalLoss(LossConfig(use_l1_loss=False, use_confidence_loss=False))
+
+
+@pytest.mark.samples
+def test_dataset_cloud_mask_from_s2cloudless(fake_root, detector):
+    from cloud_removal.data import SEN12MSCRDataset
+
+    ds = SEN12MSCRDataset(
+        fake_root,
+        split="val",
+        load_size=48,
+        crop_size=32,
+        cloud_mask="s2cloudless",
+        detector=detector,
+    )
+    item = ds[0]
+    cloudy = item["optical"].numpy().astype(np.float64)  # glf-cr: reflectance
+    full = ds.read_row(0)[2]  # (13, 48, 48) reflectance after load_size
+    expected = detector.probability(full)[8:40, 8:40]  # probability on the tile, then centre crop
+    np.testing.assert_allclose(item["cloud_mask"].numpy()[0], expected, atol=1e-6)
+    np.testing.assert_allclose(cloudy, full[:, 8:40, 8:40], atol=1e-6)

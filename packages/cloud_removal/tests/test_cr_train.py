@@ -235,3 +235,11 @@ def test_run_ablation_is_resumable(fake_root, tmp_path):
     assert (tmp_path / "manifest.jsonl").stat().st_mtime_ns == mtime
     with pytest.raises(ValueError, match="unknown ablation configuration"):
         run_ablation(base, ["nope"], [0], tmp_path)
+
+
+def test_demo_flag_fills_only_unset_flags(fake_root):
+    argv = ["--demo", "--input_data_folder", str(fake_root), "--batch_sz", "2", "--crop_size", "32"]
+    cfg = config_from_args(build_parser().parse_args(argv), argv)
+    assert cfg.demo and cfg.train.batch_size == 2 and cfg.crop_size == 32  # given flags win
+    assert cfg.load_size == 120 and cfg.model.base_width == 32 and cfg.threads == 1  # demo defaults
+    assert cfg.input_data_folder == fake_root
