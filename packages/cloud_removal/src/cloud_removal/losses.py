@@ -34,8 +34,8 @@ from eo_common.losses import (
     GramTextureLoss,
     L1Loss,
     VGGPerceptualLoss,
+    l1_loss,
 )
-from eo_common.losses.pixel import l1_loss
 from torch import Tensor, nn
 
 from .model import CloudRemovalOutput
