@@ -29,6 +29,8 @@ VARIANTS = {
         "training": {"use_ordinal_loss": False},
         "inference": {"head": "softmax"},
     },
+    "CORAL loss, maps from the softmax head": {"inference": {"head": "softmax"}},
+    "CORAL loss, maps from the CORAL head": {"inference": {"head": "coral"}},
 }
 METRICS = ("kappa", "class1_precision", "class1_recall", "class2_recall", "spearman_rho")
 
@@ -48,6 +50,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("runs/risk_ablation"))
+    parser.add_argument(
+        "--variants", type=int, nargs="+", default=None, help="indices into VARIANTS"
+    )
     args = parser.parse_args()
 
     import torch
@@ -59,7 +64,10 @@ def main() -> None:
 
     stack, labels, _ = _write_inputs(args.out / "data", seed=0)  # one label draw for every run
     results: dict[str, dict[str, list[float]]] = {}
+    chosen = [n for i, n in enumerate(VARIANTS) if args.variants is None or i in args.variants]
     for index, (name, patch) in enumerate(VARIANTS.items()):
+        if name not in chosen:
+            continue
         for seed in args.seeds:
             # split, band statistics and SMOTE fixed (top-level seed 0); only the training seed varies
             raw = _demo_config(stack, labels, args.out / f"variant{index}_seed{seed}", 0)
@@ -86,7 +94,7 @@ def main() -> None:
         print(f"\n{variant}:")
         print("| variant | " + " | ".join(METRICS) + " |")
         print("|---|" + "---|" * len(METRICS))
-        for name in VARIANTS:
+        for name in chosen:
             cells = []
             for m in METRICS:
                 vals = np.array(results[name][f"{variant}/{m}"])

@@ -168,7 +168,7 @@ class CRFConfig:
     bilateral_srgb: float = _f(13.0, min=0.1, max=255.0)
     compat_bilateral: float = _f(10.0, min=0.0, max=100.0)
     compatibility: Literal["ordinal", "potts"] = _f(
-        "ordinal", doc="label compatibility w|i-j| or Potts"
+        "potts", doc="label compatibility w|i-j| or Potts"
     )
     image_bands: list[int] = _f(factory=lambda: [0, 1, 2], min=0, length=3)
     tile_size: int = _f(1024, min=32, max=16384)
@@ -189,7 +189,9 @@ class InferenceConfig:
     ensemble_seeds: list[int] = _f(
         factory=list, doc="train one model per seed, average probabilities"
     )
-    head: Literal["softmax", "coral", "average"] = _f("average")
+    head: Literal["softmax", "coral", "average"] = _f(
+        "softmax", doc="head whose probabilities make the maps"
+    )
     uncertainty: Literal["entropy", "mc_variance"] = _f("entropy")
     crf: CRFConfig = _f(factory=CRFConfig)
 

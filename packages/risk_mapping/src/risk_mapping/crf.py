@@ -7,13 +7,15 @@ weight ``compat_bilateral``), ``iterations`` mean-field steps. pydensecrf needs 
 float32 unary and a C-contiguous uint8 ``(H, W, 3)`` image; both are made so here.
 
 Label compatibility
-    ``compatibility: potts`` charges every label change the same (the usual dense CRF). For ordinal
-    classes that wipes out the middle class: medium pixels usually form thin bands between low and
-    high, disagree with both neighbours and get absorbed. ``compatibility: ordinal`` (default) charges
-    ``weight x |i - j|``, so low next to high costs twice as much as either next to medium. On the
-    demo's validation split (real DEM, rule labels; one run, compat 2/3) Potts took medium recall
-    from 0.13 to 0.00 and kappa from 0.50 to 0.43; the ordinal compatibility took them to 0.52 and
-    0.61.
+    ``compatibility: potts`` (default) charges every label change the same (the usual dense CRF).
+    ``compatibility: ordinal`` charges ``weight x |i - j|``, so low next to high costs twice as much as
+    either next to medium. Medium pixels often form thin bands between low and high; Potts tends to
+    absorb them, the ordinal compatibility keeps them (tested on a toy map) and pushes pixels towards
+    medium. Which is better depends on the model (measured on the demo data, docs/benchmarks_risk_mapping.md):
+    for maps that under-predict medium (the averaged softmax/CORAL head) the ordinal CRF raised kappa
+    0.50 -> 0.61 where Potts (strong weights) removed medium entirely; for the softmax head, which is
+    already calibrated, the ordinal CRF over-predicts medium (kappa 0.63 -> 0.58 on validation) and a
+    weak Potts CRF helps slightly (0.63 -> 0.65).
 
 Tiling without seams, with memory bounded by the tile size
     :func:`crf_raster` lays tiles of ``tile_size`` with ``overlap`` (:func:`eo_common.raster.tile_offsets`)

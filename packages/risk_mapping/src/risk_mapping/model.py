@@ -161,7 +161,7 @@ def build_model(cfg: ModelConfig, in_channels: int) -> RiskNet:
 
 
 def class_probabilities(
-    outputs: dict[str, Tensor], head: Literal["softmax", "coral", "average"] = "average"
+    outputs: dict[str, Tensor], head: Literal["softmax", "coral", "average"] = "softmax"
 ) -> Tensor:
     """``(B, 3, H, W)`` class probabilities from the softmax head, the CORAL head, or their mean.
 

@@ -79,7 +79,7 @@ class RiskModule(EOModule):
         label_smoothing: float = 0.0,
         coral_weight: float = 0.5,
         use_ordinal: bool = True,
-        head: str = "average",
+        head: str = "softmax",
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         lr_scheduler: str = "cosine",
