@@ -11,7 +11,7 @@ Label compatibility
     ``compatibility: ordinal`` charges ``weight x |i - j|``, so low next to high costs twice as much as
     either next to medium. Medium pixels often form thin bands between low and high; Potts tends to
     absorb them, the ordinal compatibility keeps them (tested on a toy map) and pushes pixels towards
-    medium. Which is better depends on the model (measured on the demo data, docs/benchmarks_risk_mapping.md):
+    medium. Which is better depends on the model (measured on the demo data, docs/benchmarks.md, risk_mapping section):
     for maps that under-predict medium (the averaged softmax/CORAL head) the ordinal CRF raised kappa
     0.50 -> 0.61 where Potts (strong weights) removed medium entirely; for the softmax head, which is
     already calibrated, the ordinal CRF over-predicts medium (kappa 0.63 -> 0.58 on validation) and a
