@@ -21,15 +21,6 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """2 shared cores: keep torch on one thread in tests."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="session")
 def fake_root(tmp_path_factory) -> Path:
     """Fake SEN12MS-CR set (eo_common.testing): 4 train, 2 val, 2 test tiles of 48 x 48 px."""

@@ -12,8 +12,6 @@ from eo_common import losses as L
 from scipy import ndimage
 from sklearn.metrics import matthews_corrcoef
 
-torch.set_num_threads(1)
-
 
 def _rng(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)

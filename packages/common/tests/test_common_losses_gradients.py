@@ -10,8 +10,6 @@ import torch
 import torch.nn.functional as F
 from eo_common import losses as L
 
-torch.set_num_threads(1)
-
 K = 4  # glacier-like: background, glacier, debris, lake
 SATURATION = 100.0  # log p rounds to exactly 0 in float32
 

@@ -9,8 +9,6 @@ import torch
 import torch.nn.functional as F
 from eo_common import losses as L
 
-torch.set_num_threads(1)
-
 LAYERS = ("relu1_2", "relu2_2")  # shallow: fast on 32x32 inputs
 
 

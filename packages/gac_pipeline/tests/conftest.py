@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(1)  # the CI machine has 2 shared cores; more threads only add contention
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -16,11 +15,3 @@ def glacier_root(tmp_path_factory):
     from eo_common.testing import make_fake_glacierhack
 
     return make_fake_glacierhack(tmp_path_factory.mktemp("glacierhack"), n=4, size=64, seed=0)
-
-
-@pytest.fixture(autouse=True)
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2+ threads thrash on the shared 2-core CI machine
-    yield
-    torch.set_num_threads(previous)

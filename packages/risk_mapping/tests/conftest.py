@@ -6,7 +6,6 @@ import copy
 from pathlib import Path
 
 import pytest
-import torch
 from eo_common.testing import make_fake_risk_stack
 
 TINY_MODEL = {
@@ -15,15 +14,6 @@ TINY_MODEL = {
     "decoder_channels": [32, 16, 16, 8, 8],
     "dropout_prob": 0.1,
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """2 shared cores: keep torch on one thread in tests."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
