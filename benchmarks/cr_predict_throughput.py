@@ -25,13 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+from _memory import proc_status_mib
 
 
 def _make_inputs(folder: Path, h: int, w: int) -> tuple[Path, Path, Path]:
@@ -78,7 +72,7 @@ def worker(h: int, w: int, tile: int, overlap: int, threads: int, folder: Path) 
     torch.set_num_threads(threads)
     s2, s1, ckpt = _make_inputs(folder, h, w)
     load_task(ckpt)  # imports and first model build outside the measured part
-    base = _rss_kib("VmRSS")
+    base = proc_status_mib("VmRSS")
     t0 = time.perf_counter()
     predict_scene(
         PredictConfig(
@@ -97,7 +91,7 @@ def worker(h: int, w: int, tile: int, overlap: int, threads: int, folder: Path) 
         "width": w,
         "seconds": seconds,
         "mpx_per_s": h * w / 1e6 / seconds,
-        "peak_mem_mib": (_rss_kib("VmHWM") - base) / 1024,
+        "peak_mem_mib": proc_status_mib("VmHWM") - base,
         "threads": threads,
         "tile": tile,
         "overlap": overlap,

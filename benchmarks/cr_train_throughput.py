@@ -24,13 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+from _memory import proc_status_mib
 
 
 def worker(
@@ -66,7 +60,7 @@ def worker(
         if device == "cuda":
             torch.cuda.synchronize()
 
-    base = _rss_kib("VmRSS")
+    base = proc_status_mib("VmRSS")
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -82,7 +76,7 @@ def worker(
     peak_mib = (
         torch.cuda.max_memory_allocated() / 2**20
         if device == "cuda"
-        else (_rss_kib("VmHWM") - base) / 1024
+        else proc_status_mib("VmHWM") - base
     )
     return {
         "variant": variant,

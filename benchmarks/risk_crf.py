@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _memory import proc_status_mib
 
 
 def make_inputs(folder: Path, size: int, seed: int = 0) -> tuple[Path, Path]:
@@ -73,16 +74,6 @@ def make_inputs(folder: Path, size: int, seed: int = 0) -> tuple[Path, Path]:
     return probs_path, stack_path
 
 
-def _vm_hwm_mb() -> float:
-    """Peak RSS of this process's own address space (``VmHWM``; unlike ``ru_maxrss`` it does not
-    inherit the parent's peak across ``exec``)."""
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def child(size: int, folder: str, tile: int, overlap: int, workers: int) -> None:
     """Run one CRF in this (fresh) process and print a JSON line with time and peak memory."""
     import resource
@@ -92,7 +83,7 @@ def child(size: int, folder: str, tile: int, overlap: int, workers: int) -> None
 
     folder_p = Path(folder)
     probs, stack = folder_p / f"probs_{size}.tif", folder_p / f"stack_{size}.tif"
-    base_rss = _vm_hwm_mb()
+    base_rss = proc_status_mib("VmHWM")
     cfg = CRFConfig(iterations=5, tile_size=tile, overlap=overlap, workers=workers)
     start = time.perf_counter()
     crf_raster(
@@ -104,7 +95,7 @@ def child(size: int, folder: str, tile: int, overlap: int, workers: int) -> None
         progress=False,
     )
     seconds = time.perf_counter() - start
-    self_mb = _vm_hwm_mb()
+    self_mb = proc_status_mib("VmHWM")
     own, kids = (
         resource.getrusage(resource.RUSAGE_SELF),
         resource.getrusage(resource.RUSAGE_CHILDREN),

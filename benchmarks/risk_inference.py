@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _memory import proc_status_mib
 
 
 def make_stack(path: Path, size: int, bands: int = 6) -> None:
@@ -50,12 +51,6 @@ def make_stack(path: Path, size: int, bands: int = 6) -> None:
             )
 
 
-def _vm_hwm_mb() -> float:
-    """This process's own peak RSS (``VmHWM``; ``ru_maxrss`` would inherit the parent's across exec)."""
-    with open("/proc/self/status", encoding="ascii") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
-
-
 def child(stack: str, out: str, tile: int, overlap: int, tta: bool) -> None:
     import torch
 
@@ -75,7 +70,7 @@ def child(stack: str, out: str, tile: int, overlap: int, tta: bool) -> None:
         json.dumps(
             {
                 "seconds": seconds,
-                "peak_rss_mb": _vm_hwm_mb(),
+                "peak_rss_mb": proc_status_mib("VmHWM"),
             }
         )
     )

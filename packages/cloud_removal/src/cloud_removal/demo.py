@@ -162,6 +162,7 @@ clouds): {predict_note}. Wall time of the whole demo: {total_s:.0f} s (budget {b
 
 def _predict_scene(ckpt: Path, scene: Path, out_dir: Path) -> tuple[dict[str, float], str, Path]:
     import numpy as np
+    from eo_common.metrics import psnr
     from eo_common.raster import read_raster
     from eo_common.viz import save_panels
 
@@ -185,10 +186,7 @@ def _predict_scene(ckpt: Path, scene: Path, out_dir: Path) -> tuple[dict[str, fl
     cloudy = read_raster(scene / "scene_s2_cloudy.tif").array.astype(np.float32) / 1e4
     clear = read_raster(scene / "scene_s2_clear.tif").array.astype(np.float32) / 1e4
 
-    def psnr(a: np.ndarray) -> float:
-        return float(10 * np.log10(1.0 / np.mean((np.clip(a, 0, 1) - clear) ** 2)))
-
-    p_model, p_ident = psnr(pred), psnr(cloudy)
+    p_model, p_ident = (psnr(np.clip(a, 0, 1), clear, data_range=1.0) for a in (pred, cloudy))
     rgbs = shared_rgb([cloudy, pred, clear])
     fig = save_panels(
         [
