@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -17,3 +19,34 @@ def pytest_configure(config):  # noqa: ARG001 - pytest hook signature
     import torch
 
     torch.set_num_threads(1)
+
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """A folder in which nothing can be created, for this user.
+
+    A read-only folder (mode 0555) for a normal user; root writes anywhere, so for root a folder of
+    sysfs (which refuses new files even to root) is used. Skips where neither is available.
+    """
+    import tempfile
+    from pathlib import Path
+
+    candidates = []
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        folder = tmp_path / "read_only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        candidates.append(folder)
+    candidates.append(Path("/sys/kernel"))
+    for folder in candidates:
+        try:
+            fd, name = tempfile.mkstemp(dir=folder)
+        except OSError:
+            yield folder
+            if folder.is_relative_to(tmp_path):
+                folder.chmod(0o755)
+            return
+        os.close(fd)
+        os.unlink(name)
+    pytest.skip("no unwritable folder for this user on this machine")

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from eo_common import samples
+from eo_common import benv2, samples
+from eo_common.benv2 import export_benv2_geotiff_layout, read_benv2_lmdb
 from eo_common.samples import (
     SamplesMissingError,
     SampleSource,
-    export_benv2_geotiff_layout,
-    read_benv2_lmdb,
     require_samples,
     sample_path,
 )
@@ -156,7 +155,7 @@ def test_benv2_lmdb_real_sample():
     for p in patches:
         assert p.s1.dtype == np.float32 and p.s1.shape == (2, 120, 120)
         assert p.s1.min() < -5 and not np.allclose(p.s1, np.round(p.s1))  # real dB, not integers
-        assert set(p.s2) == set(samples.BENV2_S2_BANDS) and "B10" not in p.s2
+        assert set(p.s2) == set(benv2.BENV2_S2_BANDS) and "B10" not in p.s2
         assert p.s2["B02"].shape == (120, 120) and p.s2["B05"].shape == (60, 60)
         assert p.s2["B01"].shape == (20, 20) and p.s2["B02"].dtype == np.uint16
     assert sum(p.snow for p in patches) == 3 and sum(p.cloud_or_shadow for p in patches) == 3
@@ -166,7 +165,7 @@ def test_benv2_lmdb_real_sample():
 @pytest.mark.samples
 def test_benv1_tile_origin_matches_its_own_patches():
     require_samples("benv1_example")
-    origins = samples.benv1_tile_origins()
+    origins = benv2.benv1_tile_origins()
     assert origins["33UUP"] == (32633, 300000.0, 5400000.0)
     # tile 29UPU has two example patches: both must give the same origin (consistency of the rule)
     import rasterio

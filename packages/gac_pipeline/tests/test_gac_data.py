@@ -118,7 +118,8 @@ def test_paired_dataset_skips_tiles_without_stage1(fake_benv2, tmp_path):
 
 @pytest.mark.samples
 def test_reader_on_real_sample(tmp_path):
-    from eo_common.samples import export_benv2_geotiff_layout, require_samples
+    from eo_common.benv2 import export_benv2_geotiff_layout
+    from eo_common.samples import require_samples
 
     require_samples("benv2_mock")
     root = export_benv2_geotiff_layout(tmp_path / "benv2", max_patches=24)

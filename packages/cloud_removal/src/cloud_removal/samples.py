@@ -59,14 +59,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from affine import Affine
+from eo_common.benv2 import BENV2_S2_BANDS, benv1_tile_origins, read_benv2_lmdb
 from eo_common.io import atomic_save_json, atomic_write
 from eo_common.raster import stack_bands, write_raster
-from eo_common.samples import (
-    BENV2_S2_BANDS,
-    benv1_tile_origins,
-    read_benv2_lmdb,
-    sample_path,
-)
+from eo_common.samples import sample_path
 from scipy import ndimage
 
 from .clouds import S2_BANDS, CloudParams, simulate_clouds

@@ -20,12 +20,28 @@ from typing import IO, Any
 
 __all__ = [
     "atomic_write",
+    "atomic_temp_path",
+    "current_umask",
     "atomic_save_json",
     "atomic_torch_save",
     "Manifest",
     "git_commit",
     "package_versions",
 ]
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it; there is no getter on POSIX)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_like_open(fd: int) -> None:
+    """Give a ``mkstemp`` file (always 0600) the mode ``open()`` would: 0666 minus the umask, so
+    colleagues in the group can read finished outputs on a shared machine."""
+    if hasattr(os, "fchmod"):  # POSIX; Windows has no such permission bits
+        os.fchmod(fd, 0o666 & ~current_umask())
 
 
 @contextlib.contextmanager
@@ -47,6 +63,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
+        _chmod_like_open(fd)
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
             yield f
             f.flush()
@@ -69,7 +86,10 @@ def atomic_temp_path(path: str | os.PathLike) -> Path:
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
     )
-    os.close(fd)
+    try:
+        _chmod_like_open(fd)
+    finally:
+        os.close(fd)
     return Path(tmp_name)
 
 

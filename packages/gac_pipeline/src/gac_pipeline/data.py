@@ -1,7 +1,7 @@
 """BigEarthNet v2 readers, tile catalogue, TerraMind padding, and the datasets of stages 2 and 3.
 
 Layout read here (the official BigEarthNet v2 GeoTIFF layout, also written by
-``eo_common.samples.export_benv2_geotiff_layout`` and ``eo_common.testing.make_fake_benv2``)::
+``eo_common.benv2.export_benv2_geotiff_layout`` and ``eo_common.testing.make_fake_benv2``)::
 
     <root>/metadata.parquet                       patch_id, s1_name, split, ... one row per patch
     <root>/BigEarthNet-S2/<s2_product>/<patch_id>/<patch_id>_B01.tif ... _B12.tif   (12 bands, uint16)

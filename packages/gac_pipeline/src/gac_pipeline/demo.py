@@ -23,7 +23,7 @@ TILES_PER_SPLIT = 2
 
 def run_demo(out_dir: Path, *, seed: int = 0, budget_s: float = 180.0) -> DemoResult:
     """Run stage 1, a short stage 2 and stage 3, and the ablation on real BENv2 tiles within ``budget_s``."""
-    from eo_common.samples import export_benv2_geotiff_layout
+    from eo_common.benv2 import export_benv2_geotiff_layout
     from eo_common.training import seed_everything
 
     from gac_pipeline.data import build_catalogue, save_catalogue

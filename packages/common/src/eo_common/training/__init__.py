@@ -29,13 +29,19 @@ See ``docs/common_training.md``.
 
 from .callbacks import EpochSeed, NaNGuard, NonFiniteLossError
 from .config import PRECISIONS, TrainConfig, add_training_args, parse_devices
-from .module import OPTIMIZERS, STAGES, EOModule, flatten_metrics
-from .run import (
+from .legacy_run import (
     ResumeError,
-    RunCSVLogger,
-    build_trainer,
     prepare_run_dir,
     resume_checkpoint,
+)
+from .module import OPTIMIZERS, STAGES, EOModule, flatten_metrics
+from .run import (
+    RunCSVLogger,
+    best_epoch_metrics,
+    build_trainer,
+    device_description,
+    fit_run,
+    load_checkpoint,
 )
 from .schedulers import SCHEDULERS, WarmupReduceLROnPlateau, build_scheduler
 from .seeding import derive_seed, seed_everything
@@ -62,4 +68,8 @@ __all__ = [
     "ResumeError",
     "RunCSVLogger",
     "parse_devices",
+    "fit_run",
+    "load_checkpoint",
+    "best_epoch_metrics",
+    "device_description",
 ]

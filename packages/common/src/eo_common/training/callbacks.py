@@ -10,12 +10,13 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim import Optimizer
 
+from ..errors import NonFiniteRunError
 from .seeding import _reseed_all, derive_seed
 
 __all__ = ["NaNGuard", "NonFiniteLossError", "EpochSeed"]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(NonFiniteRunError):
     """Training was stopped because the loss or the gradients stayed NaN/inf.
 
     Attributes:
@@ -37,6 +38,7 @@ class NonFiniteLossError(RuntimeError):
         last_finite_step: int | None,
         lr: float | None = None,
         precision: str | None = None,
+        all_skipped: bool = False,
     ):
         self.step = step
         self.epoch = epoch
@@ -56,10 +58,17 @@ class NonFiniteLossError(RuntimeError):
         if precision is not None and "16" in str(precision):
             hints.append(f"train with --precision 32 or bf16-mixed instead of {precision}")
         hints.append("check the inputs and targets for NaN/nodata values")
+        what = (
+            f"every optimizer step of the epoch had a NaN/inf loss or gradient "
+            f"({total_bad_steps} skipped, none applied)"
+            if all_skipped
+            else f"the loss or a gradient was NaN/inf for {bad_steps} optimizer steps in a row "
+            f"({total_bad_steps} skipped in total)"
+        )
         super().__init__(
-            f"Training stopped at global step {step} (epoch {epoch}): the loss or a gradient was "
-            f"NaN/inf for {bad_steps} optimizer steps in a row ({total_bad_steps} skipped in total); "
-            f"{last}. Try to: " + "; ".join(hints) + "."
+            f"Training stopped at global step {step} (epoch {epoch}): {what}; {last}. Try to: "
+            + "; ".join(hints)
+            + "."
         )
 
 
@@ -83,6 +92,12 @@ class NaNGuard(L.Callback):
     ``max_bad_steps`` *consecutive* bad steps it raises :class:`NonFiniteLossError` (isolated spikes are
     tolerated, a diverged run is not).
 
+    A skipped step leaves *no* state behind: the module's buffers (BatchNorm running statistics and
+    batch counters, updated during the forward pass before the loss is known) are snapshot at the
+    first micro-batch of each optimizer step and restored when the step is skipped. A training that
+    ends without a single finite step (every batch NaN, e.g. nodata stored as NaN) raises
+    :class:`NonFiniteLossError` at the end of the epoch instead of leaving a run that looks finished.
+
     Under DDP the decision is reduced over ranks (any rank bad = every rank skips), so ranks stay in
     step. With ``precision="16-mixed"`` the gradient scaler already skips steps with inf gradients and
     lowers its scale (routine at the start of training), so there only a non-finite *loss* counts.
@@ -104,6 +119,9 @@ class NaNGuard(L.Callback):
         self.last_finite_step: int | None = None
         self._bad_loss_pending = False
         self._batch_step = 0
+        self.good_steps = 0
+        self._buffers: dict[str, torch.Tensor] | None = None
+        self._buffers_step: int | None = None
 
     # state survives --resume
     def state_dict(self) -> dict[str, Any]:
@@ -112,6 +130,7 @@ class NaNGuard(L.Callback):
             "total_bad_steps": self.total_bad_steps,
             "last_finite_loss": self.last_finite_loss,
             "last_finite_step": self.last_finite_step,
+            "good_steps": self.good_steps,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -123,6 +142,22 @@ class NaNGuard(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._batch_step = trainer.global_step
+        if self._buffers_step != trainer.global_step:  # first micro-batch of this optimizer step
+            self._buffers = {
+                name: buf.detach().clone()
+                for name, buf in pl_module.named_buffers()
+                if buf is not None
+            }
+            self._buffers_step = trainer.global_step
+
+    def _restore_buffers(self, pl_module: L.LightningModule) -> None:
+        if not self._buffers:
+            return
+        with torch.no_grad():
+            for name, buf in pl_module.named_buffers():
+                saved = self._buffers.get(name)
+                if saved is not None and saved.shape == buf.shape:
+                    buf.copy_(saved)
 
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
@@ -170,6 +205,7 @@ class NaNGuard(L.Callback):
             for group in optimizer.param_groups:
                 for p in group["params"]:
                     p.grad = None
+            self._restore_buffers(pl_module)
             self.consecutive_bad_steps += 1
             self.total_bad_steps += 1
             rank_zero_warn(
@@ -178,6 +214,7 @@ class NaNGuard(L.Callback):
             )
         else:
             self.consecutive_bad_steps = 0
+            self.good_steps += 1
         pl_module.log(
             "train/nonfinite_steps",
             float(self.total_bad_steps),
@@ -197,6 +234,19 @@ class NaNGuard(L.Callback):
                 last_finite_step=self.last_finite_step,
                 lr=float(lr) if lr is not None else None,
                 precision=str(trainer.precision),
+            )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.good_steps == 0 and self.total_bad_steps > 0:
+            raise NonFiniteLossError(
+                step=trainer.global_step,
+                epoch=trainer.current_epoch,
+                bad_steps=self.consecutive_bad_steps,
+                total_bad_steps=self.total_bad_steps,
+                last_finite_loss=self.last_finite_loss,
+                last_finite_step=self.last_finite_step,
+                precision=str(trainer.precision),
+                all_skipped=True,
             )
 
 
