@@ -285,6 +285,26 @@ class OptimConfig:
         1.0, help="batches per validation: a fraction (<= 1) or a count (> 1)", min=0
     )
 
+    def hparams(self) -> dict[str, Any]:
+        """The hyper-parameters ``eo_common.training.EOModule.configure_optimizers`` reads.
+
+        Example:
+            >>> OptimConfig(scheduler="plateau", epochs=5).hparams()["lr_scheduler"]
+            'plateau'
+        """
+        return {
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "lr_scheduler": self.scheduler,
+            "warmup_epochs": self.warmup_epochs,
+            "max_epochs": self.epochs,
+            "lr_patience": self.lr_patience,
+            "T_0": self.T_0,
+            "T_mult": self.T_mult,
+            "min_lr": self.min_lr,
+        }
+
 
 @dataclass
 class DataConfig:
