@@ -296,7 +296,8 @@ class PlateauResume(L.Callback):
     ``num_bad_epochs``, so learning-rate cuts come an epoch late.
 
     This callback stores the monitored value in the checkpoint when the plateau step of the current
-    epoch is still due, and applies that step when the run resumes (``on_train_start``, after the
+    epoch is still due (the epoch's last training batch is done, the schedule has not yet been
+    stepped for it), and applies that step when the run resumes (``on_train_start``, after the
     scheduler state is restored). If a resumed epoch ends while Lightning still counts as restarting
     (a checkpoint from mid-epoch), it performs the epoch-end step Lightning leaves out. Only
     epoch-interval plateau schedules with frequency 1 are touched.
@@ -329,7 +330,8 @@ class PlateauResume(L.Callback):
     def state_dict(self) -> dict[str, Any]:
         trainer = getattr(self, "_trainer", None)
         config = self._plateau(trainer) if trainer is not None else None
-        if config is None or not trainer.validating:
+        # due: the epoch's training is complete (its validation has run) but not yet its plateau step
+        if config is None or not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return {"pending": None}
         value = self._monitor_value(trainer, config.monitor)
         due = config.scheduler.last_epoch == trainer.current_epoch
