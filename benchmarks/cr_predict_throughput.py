@@ -74,9 +74,7 @@ def worker(h: int, w: int, tile: int, overlap: int, threads: int, folder: Path) 
     task = load_task(ckpt)  # imports and model build outside the measured part
     base = proc_status_mib("VmRSS")
     t0 = time.perf_counter()
-    predict_scene(
-        task, s2, s1, folder / "out.tif", tile_size=tile, overlap=overlap, progress=False
-    )
+    predict_scene(task, s2, s1, folder / "out.tif", tile_size=tile, overlap=overlap, progress=False)
     seconds = time.perf_counter() - t0
     return {
         "height": h,

@@ -18,9 +18,18 @@ from .config import (
     CRPredictConfig,
     CRTrainConfig,
     ModelInfoConfig,
+    SamplesConfig,
 )
 
-__all__ = ["cr_train", "cr_eval", "cr_predict", "cr_ablate", "cr_make_datalist", "model_info"]
+__all__ = [
+    "cr_train",
+    "cr_eval",
+    "cr_predict",
+    "cr_ablate",
+    "cr_make_datalist",
+    "model_info",
+    "build_samples",
+]
 
 #: presets shipped with the package: ``--demo`` = ``--config <this file>``
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
@@ -112,5 +121,14 @@ model_info = Command(
     ModelInfoConfig,
     "cloud_removal.model:describe",
     description="Parameter count and switches of a network configuration.",
+    run_folder=False,
+)
+
+build_samples = Command(
+    "python -m cloud_removal.samples",
+    SamplesConfig,
+    "cloud_removal.samples:build",
+    description="Build the sample dataset of the demo (real BigEarthNet S1/S2 pairs at TOA level, real "
+    "L1C scene tiles with simulated S1, simulated clouds) in the SEN12MS-CR layout.",
     run_folder=False,
 )

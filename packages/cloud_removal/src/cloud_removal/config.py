@@ -45,6 +45,7 @@ __all__ = [
     "CRPredictConfig",
     "CRMakeDatalistConfig",
     "ModelInfoConfig",
+    "SamplesConfig",
     "ABLATIONS",
     "DEFAULT_ABLATIONS",
     "parse_progressive",
@@ -555,6 +556,22 @@ class CRMakeDatalistConfig:
         if self.val_fraction + self.test_fraction >= 1:
             return ["val_fraction: val_fraction + test_fraction must be < 1 (train needs scenes)"]
         return []
+
+
+# ----------------------------------------------------------------- python -m cloud_removal.samples
+@dataclass
+class SamplesConfig:
+    """python -m cloud_removal.samples: build the sample dataset (real samples, simulated clouds)."""
+
+    dest: Path | None = opt(
+        None,
+        help="output folder (default: <eolab data root>/cloud_removal_samples)",
+        positional=True,
+    )
+    seed: int = opt(0, help="seeds cloud draws, scene-tile positions and SAR speckle")
+    train_draws: int = opt(3, help="cloud realisations per training patch", min=1)
+    scene_tiles: int = opt(16, help="13-band L1C scene tiles added to the training split", min=0)
+    overwrite: bool = opt(False, help="rebuild even when a complete copy exists")
 
 
 # ------------------------------------------------------------------- python -m cloud_removal.model

@@ -56,7 +56,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
@@ -76,6 +75,7 @@ from eo_common.samples import sample_path
 from scipy import ndimage
 
 from .clouds import S2_BANDS, CloudParams, simulate_clouds
+from .config import SamplesConfig
 
 __all__ = [
     "build_sample_dataset",
@@ -453,29 +453,19 @@ def build_sample_dataset(
     return dest
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m cloud_removal.samples [DEST]``: build the sample dataset."""
-    ap = argparse.ArgumentParser(
-        prog="python -m cloud_removal.samples", description=__doc__.split("\n")[0]
-    )
-    ap.add_argument(
-        "dest", nargs="?", default=None, help="output folder (default: the eolab cache)"
-    )
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--train_draws", type=int, default=3)
-    ap.add_argument("--scene_tiles", type=int, default=16)
-    ap.add_argument("--overwrite", action="store_true")
-    ns = ap.parse_args(argv)
+def build(cfg: SamplesConfig) -> dict[str, str]:
+    """``python -m cloud_removal.samples``: build the sample dataset (the work of the command)."""
     root = build_sample_dataset(
-        ns.dest,
-        seed=ns.seed,
-        train_draws=ns.train_draws,
-        scene_tiles=ns.scene_tiles,
-        overwrite=ns.overwrite,
+        cfg.dest,
+        seed=cfg.seed,
+        train_draws=cfg.train_draws,
+        scene_tiles=cfg.scene_tiles,
+        overwrite=cfg.overwrite,
     )
-    print(root)
-    return 0
+    return {"sample_dataset": str(root)}
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .cli import build_samples
+
+    raise SystemExit(build_samples())
