@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -14,15 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
-LPIPS_WEIGHTS_HELP = (
-    "LPIPS needs the ImageNet weights of its backbone, which cannot be downloaded here. Pass "
-    "`lpips_weights=<path>` pointing at a local file: either the torchvision state dict of the backbone "
-    "(alex: alexnet-owt-7be5be79.pth, vgg: vgg16-397923af.pth, squeeze: squeezenet1_1-b8a52dc0.pth; "
-    "on a machine with internet `torchvision.models.alexnet(weights='DEFAULT')` stores it under "
-    "~/.cache/torch/hub/checkpoints/), or a full LPIPS state dict (keys 'net.slice*', 'lin*'). "
-    "The LPIPS linear heads ship with torchmetrics and are used from there."
-)
-
+from .lpips import build_lpips
 
 # --------------------------------------------------------------------------------------------------
 # input checks
@@ -230,87 +221,6 @@ def _psnr_from_mse(mse: float, data_range: float) -> float:
     if mse == 0:
         return float("inf")
     return 10.0 * math.log10(data_range**2 / mse)
-
-
-# --------------------------------------------------------------------------------------------------
-# LPIPS with local weights
-# --------------------------------------------------------------------------------------------------
-
-
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure becomes a clear error
-        raise ValueError(f"{path}: cannot read LPIPS weights ({exc})") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors. {LPIPS_WEIGHTS_HELP}")
-    return state
-
-
-def build_lpips(weights_path: str | os.PathLike, net: str = "alex") -> torch.nn.Module:
-    """An LPIPS network (torchmetrics' implementation) whose backbone weights come from a local file.
-
-    The linear heads are the published LPIPS v0.1 heads shipped inside torchmetrics. The file holds
-    either the torchvision state dict of the backbone (keys ``features.N.*`` or ``N.*``) or a complete
-    LPIPS state dict (keys ``net.sliceK.N.*`` and optionally ``linK.*``).
-
-    Raises:
-        FileNotFoundError: the file does not exist (the message explains how to get one).
-        ValueError: the file is not a matching state dict.
-    """
-    from torchmetrics.functional.image.lpips import _NoTrainLpips
-
-    path = Path(weights_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"LPIPS weights file not found: {path}. {LPIPS_WEIGHTS_HELP}")
-    if net not in ("alex", "vgg", "squeeze"):
-        raise ValueError(f"lpips_net must be 'alex', 'vgg' or 'squeeze', got {net!r}")
-    state = _read_state_dict(path)
-    model = _NoTrainLpips(pretrained=True, net=net, pnet_rand=True)
-    if any(k.startswith("net.") for k in state):
-        backbone = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
-        heads = {k: v for k, v in state.items() if k.startswith("lin")}
-        if heads:
-            missing = model.load_state_dict(heads, strict=False)
-            if missing.unexpected_keys:
-                raise ValueError(
-                    f"{path}: unexpected LPIPS head keys {missing.unexpected_keys[:5]}"
-                )
-    else:
-        # torchmetrics puts torchvision's features[i] into Sequential slices under the name str(i)
-        slice_of = {
-            index: slice_name
-            for slice_name, block in model.net.named_modules()
-            if isinstance(block, torch.nn.Sequential)
-            and block._modules
-            and all(k.isdigit() for k in block._modules)
-            for index in block._modules
-        }
-        has_prefix = any(k.startswith("features.") for k in state)
-        backbone = {}
-        for key, value in state.items():
-            if has_prefix:
-                if not key.startswith("features."):
-                    continue  # classifier weights of a full torchvision model
-                key = key[len("features.") :]
-            index, _, rest = key.partition(".")
-            if index in slice_of:
-                backbone[f"{slice_of[index]}.{index}.{rest}"] = value
-    try:
-        model.net.load_state_dict(backbone, strict=True)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"{path}: does not hold the weights of the LPIPS '{net}' backbone ({str(exc)[:300]}). "
-            f"{LPIPS_WEIGHTS_HELP}"
-        ) from exc
-    return model
 
 
 # --------------------------------------------------------------------------------------------------
