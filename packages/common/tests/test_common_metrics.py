@@ -28,6 +28,8 @@ from sklearn.metrics import (
     confusion_matrix,
     jaccard_score,
     matthews_corrcoef,
+    mean_absolute_error,
+    mean_squared_error,
     precision_recall_fscore_support,
 )
 from torchmetrics.functional.image import (
@@ -224,6 +226,89 @@ def test_masked_metrics_match_selected_pixels():
     assert mae_combined == pytest.approx(unmasked.compute()["mae"], rel=1e-12)
     for key, value in unmasked.compute().items():
         assert everything.compute()[key] == pytest.approx(value, rel=1e-12), key
+
+
+# ---------------------------------------------------------------------------- non-finite values
+def _tm_reference(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """torchmetrics' values for the same input (the reference of the non-finite rule)."""
+    from torchmetrics.functional.regression import mean_absolute_error, mean_squared_error
+    from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+    return {
+        "psnr": float(PeakSignalNoiseRatio(data_range=1.0)(pred, target)),
+        "mae": float(mean_absolute_error(pred, target)),
+        "rmse": math.sqrt(float(mean_squared_error(pred, target))),
+        "ssim": float(StructuralSimilarityIndexMeasure(data_range=1.0)(pred, target)),
+        "sam_rad": float(spectral_angle_mapper(pred, target)),
+    }
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-6)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_values_propagate_as_in_torchmetrics(bad):
+    """Issue 12: sam() skipped a NaN pixel while ImageQualityMetrics returned NaN. One rule now: a
+    non-finite value at a pixel that takes part gives torchmetrics' result, in both."""
+    g = torch.Generator().manual_seed(3)
+    target = torch.rand(2, 3, 24, 24, generator=g, dtype=torch.float64) + 0.05
+    pred = (target + 0.05 * torch.randn(2, 3, 24, 24, generator=g, dtype=torch.float64)).clamp(0, 1)
+    pred[1, 2, 7, 9] = bad
+    reference = _tm_reference(pred, target)
+    metric = ImageQualityMetrics()
+    metric.update(pred[:1], target[:1])
+    metric.update(pred[1:], target[1:])
+    out = metric.compute()
+    for key, value in reference.items():
+        assert _same(out[key], value), (key, out[key], value)
+    assert _same(sam(pred, target, degrees=False), reference["sam_rad"])
+    assert _same(psnr(pred, target), reference["psnr"])
+    assert math.isnan(ssim(pred, target)) and math.isnan(sam(pred, target))
+    assert math.isnan(reference["sam_rad"]) and math.isnan(reference["ssim"])
+    if math.isnan(bad):
+        assert all(math.isnan(v) for v in out.values())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_values_outside_the_mask_never_count(bad):
+    """A masked-out NaN/inf affects no metric; SSIM leaves out the windows that reach it."""
+    g = torch.Generator().manual_seed(4)
+    target = torch.rand(1, 3, 24, 24, generator=g, dtype=torch.float64) + 0.05
+    pred = (target + 0.05 * torch.randn(1, 3, 24, 24, generator=g, dtype=torch.float64)).clamp(0, 1)
+    i0, j0 = 12, 13
+    pred[0, 1, i0, j0] = bad
+    mask = torch.ones(1, 1, 24, 24, dtype=torch.bool)
+    mask[0, 0, i0, j0] = False
+    metric = ImageQualityMetrics()
+    metric.update(pred, target, mask=mask)
+    out = metric.compute()
+    keep = mask[0, 0].numpy()
+    p_sel = pred[0].permute(1, 2, 0).numpy()[keep]  # (N, C), the valid pixels
+    t_sel = target[0].permute(1, 2, 0).numpy()[keep]
+    assert out["mae"] == pytest.approx(mean_absolute_error(t_sel, p_sel), rel=1e-12)
+    mse = mean_squared_error(t_sel, p_sel)
+    assert out["psnr"] == pytest.approx(10 * math.log10(1 / mse), rel=1e-12)
+    as_pixels = (torch.from_numpy(p_sel)[..., None, None], torch.from_numpy(t_sel)[..., None, None])
+    tm_sam = float(spectral_angle_mapper(*as_pixels))  # (N, C, 1, 1): one pixel per image
+    assert out["sam_rad"] == pytest.approx(tm_sam, rel=1e-9)
+    assert sam(pred, target, degrees=False, mask=mask) == pytest.approx(tm_sam, rel=1e-9)
+    # SSIM: scikit-image's map over the window-complete pixels whose window misses (i0, j0)
+    filled = pred.clone()
+    filled[0, 1, i0, j0] = 0.0
+    _, smap = structural_similarity(target[0].numpy(), filled[0].numpy(), full=True, **SKIMAGE_SSIM)
+    ii, jj = np.meshgrid(np.arange(24), np.arange(24), indexing="ij")
+    clear = (np.abs(ii - i0) > 5) | (np.abs(jj - j0) > 5)
+    inner = np.zeros((24, 24), bool)
+    inner[5:-5, 5:-5] = True
+    picked = [
+        smap[b, inner & (clear if b == 1 else True) & keep] for b in range(3)
+    ]  # band 1 has it
+    assert out["ssim"] == pytest.approx(np.concatenate(picked).mean(), rel=1e-10)
+    # a non-finite value the mask includes still propagates
+    included = ImageQualityMetrics()
+    included.update(pred, target, mask=torch.ones_like(mask))
+    assert math.isnan(included.compute()["ssim"]) and math.isnan(included.compute()["sam_rad"])
 
 
 def test_mask_shape_is_checked():
