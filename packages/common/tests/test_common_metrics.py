@@ -152,8 +152,9 @@ def test_ssim_rejects_small_images_and_bad_window():
 
 
 def test_sam_hand_computed_orthogonal_and_parallel():
-    p = torch.tensor([[1.0, 0.0], [2.0, 2.0]]).T.reshape(1, 2, 1, 2)  # pixels (1,0) and (2,2)
-    t = torch.tensor([[0.0, 5.0], [1.0, 1.0]]).T.reshape(1, 2, 1, 2)  # pixels (0,5) and (1,1)
+    f64 = torch.float64  # exact inputs, so that the tight bounds below hold on any CPU
+    p = torch.tensor([[1.0, 0.0], [2.0, 2.0]], dtype=f64).T.reshape(1, 2, 1, 2)  # (1,0), (2,2)
+    t = torch.tensor([[0.0, 5.0], [1.0, 1.0]], dtype=f64).T.reshape(1, 2, 1, 2)  # (0,5), (1,1)
     # angles: 90 deg and 0 deg -> mean 45 deg
     assert sam(p, t) == pytest.approx(45.0, abs=1e-5)
     assert sam(p, t, degrees=False) == pytest.approx(math.pi / 4, abs=1e-7)
