@@ -123,6 +123,20 @@ def test_demo_rerun_of_one_demo_merges_into_the_report(tmp_path, fake_demos):
     assert data["demos"]["alpha"]["metrics"]["psnr"] == 33.0
 
 
+def _interrupted(out_dir: Path, *, seed: int = 0, budget_s: float = 180.0) -> DemoResult:
+    raise KeyboardInterrupt
+
+
+def test_an_interrupted_demo_run_keeps_the_demos_that_finished(tmp_path, fake_demos, capsys):
+    out = tmp_path / "demo"
+    fake_demos.update(alpha=_demo("Alpha demo", 5.0), beta=_interrupted)
+    assert cli.main(["demo", "--out", str(out), "--no-fetch"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    report = (out / "REPORT.md").read_text()
+    assert "## Alpha demo" in report and "| psnr | 5.0 |" in report
+    assert json.loads((out / "report.json").read_text())["demos"]["alpha"]["ok"] is True
+
+
 def test_report_sections_of_the_first_release_are_kept(tmp_path, fake_demos):
     """A REPORT.md written before the section markers existed is merged into as well."""
     out = tmp_path / "demo"

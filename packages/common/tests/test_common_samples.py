@@ -99,6 +99,8 @@ class _Index:
         self.auth = auth  # "user:token" the server demands, "" for none
         self.stated_sha256: str | None = hashlib.sha256(payload).hexdigest()
         self.requests: list[str] = []
+        self.stall = None  # a threading.Event: serve half of the file, set it, then hang
+        self.release = None
 
     def serve(self):
         import base64
@@ -139,6 +141,16 @@ class _Index:
                         )
                         kind = "text/html"
                     data = body.encode()
+                elif self.path == f"/files/{index.filename}" and index.stall is not None:
+                    half = len(index.payload) // 2  # send half, then hang (a download in flight)
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(index.payload)))
+                    self.end_headers()
+                    self.wfile.write(index.payload[:half])
+                    self.wfile.flush()
+                    index.stall.set()
+                    index.release.wait(30)
+                    return
                 elif self.path == f"/files/{index.filename}":
                     data, kind = index.payload, "application/octet-stream"
                 else:
@@ -233,6 +245,46 @@ def test_index_url_follows_the_environment(monkeypatch):
     assert samples.index_url() == "https://mirror.example/simple"
     monkeypatch.setenv("PIP_INDEX_URL", "https://pip.example/simple")
     assert samples.index_url() == "https://pip.example/simple"
+
+
+def test_fetch_killed_mid_download_leaves_nothing_trusted_and_resumes(local_index, tmp_path):
+    """SIGKILL a real `fetch` process while the file is half downloaded: no target file appears,
+    the next fetch removes the killed one's temporary folder and completes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    root, src, index = local_index
+    (root / "_downloads" / src.filename).unlink()
+    index.stall, index.release = threading.Event(), threading.Event()
+    code = (
+        "import sys; from eo_common import samples; from eo_common.samples import SampleSource\n"
+        f"samples.SOURCES = (SampleSource(**{dict(vars(src))!r}),)\n"
+        f"samples.fetch({str(root)!r}, progress=False)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ})
+    try:
+        assert index.stall.wait(60), "the fetch never started downloading"
+        deadline = time.monotonic() + 10
+        while not list((root / "_downloads").glob(f".dl-{proc.pid}-*/{src.filename}")):
+            assert time.monotonic() < deadline, "no partial download on disk"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        index.release.set()
+        if proc.poll() is None:
+            proc.kill()
+    stale = list((root / "_downloads").glob(".dl-*"))
+    assert len(stale) == 1 and not (root / "_downloads" / src.filename).exists()
+    assert not (root / "toy").exists()
+    index.stall = None
+    have = samples.fetch(progress=False)
+    assert sample_path("toy") == have["toy"] and not stale[0].exists()
+    assert (root / "_downloads" / src.filename).read_bytes() == index.payload
 
 
 def test_unknown_key_is_a_clear_error(local_source):

