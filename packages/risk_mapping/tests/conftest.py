@@ -13,11 +13,12 @@ import pytest
 DATA = Path(__file__).resolve().parent / "data"
 PACKAGE = Path(__file__).resolve().parents[1]
 
-TINY_MODEL = {
-    "encoder": "resnet18",
+TINY_MODEL = {  # timm's test network: 0.1 M parameters, so an optimiser step takes milliseconds
+    "encoder": "tu-test_efficientnet",
     "encoder_weights": None,
-    "decoder_channels": [32, 16, 16, 8, 8],
+    "decoder_channels": [16, 16, 8, 8, 8],
     "dropout_prob": 0.1,
+    "attention_reduction": 4,
 }
 
 

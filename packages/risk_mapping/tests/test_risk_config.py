@@ -245,3 +245,45 @@ def test_shared_groups_are_not_duplicated():
     cfg.training.epochs, cfg.training.patience = 3, 0
     assert cfg.optim.epochs == 3 and cfg.optim.early_stop_patience == 0
     assert cfg.optim.hparams()["lr_scheduler"] == cfg.training.lr_scheduler
+
+
+def test_ablation_preset_variants_parse(risk_stack):
+    """Every variant of the sweep preset is a valid risk-pipeline config (what `eolab sweep` checks
+    with the command's own parser before any trial)."""
+    from importlib import resources
+
+    preset = yaml.safe_load(
+        resources.files("risk_mapping").joinpath("sweeps", "ablation.yaml").read_text()
+    )
+    assert preset["command"] == "risk-pipeline" and preset["seeds"] == [42, 123, 456]
+    assert preset["objective"]["metric"] == "test/kappa_crf"
+    stack, labels = risk_stack
+
+    def nest(flat: dict) -> dict:
+        out: dict = {}
+        for key, value in flat.items():
+            node = out
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return out
+
+    for name, overrides in preset["variants"].items():
+        values = {**preset["base"], **overrides, "dataset.stack": str(stack),
+                  "dataset.labels": str(labels)}  # fmt: skip
+        path = stack.parent / f"variant_{name}.yaml"
+        path.write_text(yaml.safe_dump(nest(values)))
+        cfg = risk_pipeline.parse(["--config", str(path), "--seed", "123"])
+        for key, value in overrides.items():
+            section, *rest = key.split(".")
+            obj = getattr(cfg, section)
+            for part in rest:
+                obj = getattr(obj, part)
+            assert obj == value, (name, key)
+    # a sweep trial's values file sets the run fields under `run:` (run.output_dir, run.seed, ...)
+    trial = stack.parent / "trial_values.yaml"
+    trial.write_text(yaml.safe_dump({"run": {"output_dir": "/tmp/trials", "name": "0003",
+                                             "seed": 456}}))  # fmt: skip
+    cfg = risk_pipeline.parse(["--config", str(path), "--config", str(trial)])
+    assert cfg.run.run_dir == Path("/tmp/trials/0003") and cfg.seed == 456

@@ -106,7 +106,7 @@ def test_smote_labels_valid_and_taken_from_a_parent():
     assert set(np.unique(synth.y)) <= {0, 1, 2, 255}
     assert all(i.startswith("smote_") for i in synth.ids) and len(set(synth.ids)) == 6
     xa, xb = tiles.x[0], tiles.x[1]
-    for x in synth.x:
+    for x, y in zip(synth.x, synth.y):
         # the image is a + lam (b - a) (or b + lam (a - b)); recover lam from the image
         lam = float(((x - xa) * (xb - xa)).sum() / ((xb - xa) ** 2).sum())
         assert np.allclose(x, xa + lam * (xb - xa), atol=1e-4)

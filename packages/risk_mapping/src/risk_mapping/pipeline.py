@@ -318,6 +318,22 @@ def _execute(stage: str, cfg: RiskConfig, root: Path, fingerprint: str, rebuild:
     return info
 
 
+def _config_files(root: Path) -> dict[str, bytes]:
+    """``config.yaml`` and its ``config.before-resume-*`` copies, to undo a failed rerun's."""
+    return {p.name: p.read_bytes() for p in root.glob("config*.yaml")}
+
+
+def _restore_config_files(root: Path, saved: dict[str, bytes]) -> None:
+    from eo_common.io import atomic_write
+
+    for path in root.glob("config*.yaml"):
+        if path.name not in saved:
+            path.unlink()
+    for name, data in saved.items():
+        with atomic_write(root / name, "wb") as f:
+            f.write(data)
+
+
 def _headline(root: Path, split: str) -> dict[str, float]:
     """The fixed-name headline metrics of a finished evaluate stage (empty when there is none)."""
     metrics = _read_json(root / "evaluate" / "metrics.json") or {}
@@ -359,6 +375,7 @@ def run_pipeline(cfg: RiskConfig) -> dict[str, Any]:
         stages=",".join(STAGES), force_recreate=False, resume=False, overwrite=False
     )
     folder.cfg = record
+    saved = _config_files(root) if folder.mode == "resume" else None
     folder.open()
     status: dict[str, str] = {}
     downstream = False
@@ -379,6 +396,8 @@ def run_pipeline(cfg: RiskConfig) -> dict[str, Any]:
             downstream = True
     except BaseException as exc:
         state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        if saved is not None and state == "failed":
+            _restore_config_files(root, saved)  # the folder's config.yaml describes its outputs
         folder.finish(
             status=state, error=f"{type(exc).__name__}: {exc}"[:2000], extra={"stages": status}
         )

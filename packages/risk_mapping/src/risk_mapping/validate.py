@@ -18,11 +18,12 @@ def validate(cfg: ValidateConfig) -> dict[str, Any]:
     """
     from risk_mapping.sources import check_inputs
 
-    problems = check_inputs(cfg, rasters=cfg.open_rasters and cfg.file_check, encoder=True)
+    rasters = cfg.open_rasters and cfg.file_check
+    problems = check_inputs(cfg, rasters=rasters, encoder=True)
     if problems:
         raise ConfigError(problems)
     return {
         "valid": True,
-        "checked": "config fields" + (", input rasters" if cfg.open_rasters else "") + ", encoder",
+        "checked": "config fields" + (", input rasters" if rasters else "") + ", encoder",
         "output_dir": str(cfg.run_dir),
     }
