@@ -20,8 +20,9 @@ Example:
     >>> cfg.in_channels, cfg.model.decoder_attention_type
     (7, 'scse')
     >>> from eo_common.config import config_problems
-    >>> config_problems(GlacierTrainConfig(model=ModelConfig(decoder_channels=[256, 128, 64, 32, 8])))
-    ['model.decoder_channels: must be >= 16, got [256, 128, 64, 32, 8]']
+    >>> bad = GlacierTrainConfig(model=ModelConfig(decoder_channels=[256, 128, 64, 32, 8]))
+    >>> config_problems(bad)
+    ['data.root: required (give --data_root or --demo)', 'model.decoder_channels: must be >= 16, got [256, 128, 64, 32, 8]']
 """
 
 from __future__ import annotations

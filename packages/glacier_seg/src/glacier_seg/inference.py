@@ -24,7 +24,7 @@ from eo_common.training import load_checkpoint
 from torch.utils.data import DataLoader, Dataset
 
 from glacier_seg.data import Normalizer, TileArrays, load_tiles
-from glacier_seg.layout import GlacierTile
+from glacier_seg.layout import GlacierTile, canonical_key
 from glacier_seg.model import padded_forward
 from glacier_seg.task import GlacierTask
 from glacier_seg.texture import GLCMConfig
@@ -81,6 +81,8 @@ def _tuple_fields(d: dict[str, Any]) -> dict[str, Any]:
 def _val_tiles(path: Path, data: dict[str, Any]) -> list[str] | None:
     if data.get("val_tiles"):
         return [str(v) for v in data["val_tiles"]]
+    if data.get("val_ids"):  # first release: the ids given with --val_ids
+        return [canonical_key(str(v)) for v in data["val_ids"]]
     summary = path.parent.parent / "summary.json"  # first release: <run>/checkpoints/x.ckpt
     if summary.is_file():
         import json

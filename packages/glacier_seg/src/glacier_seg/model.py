@@ -122,7 +122,12 @@ def expand_first_conv(
     raise ValueError(f"extra_channel_init must be 'rgb_matched', 'smp' or 'zero', got {mode!r}")
 
 
-def _unwrap_state_dict(obj: object, path: Path) -> dict[str, Tensor]:
+def _unwrap_state_dict(
+    obj: object, path: Path, known: set[str] | None = None
+) -> dict[str, Tensor]:
+    """The tensors of a saved state dict, keys normalised to the encoder's (``known``): wrapper
+    prefixes (``module.``, ``model.``, ``encoder.``) are dropped until a key is known, and classifier
+    heads are dropped."""
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     for key in ("state_dict", "model", "model_state_dict"):
@@ -132,17 +137,20 @@ def _unwrap_state_dict(obj: object, path: Path) -> dict[str, Tensor]:
         raise EncoderWeightsError(f"{path}: not a state dict of tensors")
     out: dict[str, Tensor] = {}
     for key, value in obj.items():
-        for prefix in ("module.", "model.", "encoder."):
-            if key.startswith(prefix):
+        for prefix in ("module.", "encoder.", "model."):
+            if (known is None or key not in known) and key.startswith(prefix):
                 key = key[len(prefix) :]
-        if key.startswith(("fc.", "classifier.", "head.")):
+        if (known is None or key not in known) and key.startswith(("fc.", "classifier.", "head.")):
             continue
         out[key] = value
     return out
 
 
-def load_encoder_state_dict(encoder_name: str, source: str) -> dict[str, Tensor]:
-    """A 3-channel encoder state dict from ``"imagenet"`` (smp download) or a local file."""
+def load_encoder_state_dict(
+    encoder_name: str, source: str, known: set[str] | None = None
+) -> dict[str, Tensor]:
+    """A 3-channel encoder state dict from ``"imagenet"`` (smp download) or a local file (keys
+    normalised to ``known``, the encoder's own keys, when given)."""
     if source == "imagenet":
         try:
             encoder = smp.encoders.get_encoder(encoder_name, in_channels=3, weights="imagenet")
@@ -164,7 +172,7 @@ def load_encoder_state_dict(encoder_name: str, source: str) -> dict[str, Tensor]
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise EncoderWeightsError(f"{path}: cannot read encoder weights ({exc})") from exc
-    return _unwrap_state_dict(obj, path)
+    return _unwrap_state_dict(obj, path, known)
 
 
 def _first_conv_name(encoder: nn.Module) -> str:
@@ -215,7 +223,7 @@ def build_model(cfg: ModelConfig, in_channels: int, num_classes: int = NUM_CLASS
     weights = (cfg.encoder_weights or "none").strip()
     if weights.lower() in ("none", "null", ""):
         return model
-    state = load_encoder_state_dict(cfg.encoder_name, weights)
+    state = load_encoder_state_dict(cfg.encoder_name, weights, set(model.encoder.state_dict()))
     conv_key = _first_conv_name(model.encoder)
     if conv_key not in state:
         raise EncoderWeightsError(
