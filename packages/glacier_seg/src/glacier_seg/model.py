@@ -122,9 +122,7 @@ def expand_first_conv(
     raise ValueError(f"extra_channel_init must be 'rgb_matched', 'smp' or 'zero', got {mode!r}")
 
 
-def _unwrap_state_dict(
-    obj: object, path: Path, known: set[str] | None = None
-) -> dict[str, Tensor]:
+def _unwrap_state_dict(obj: object, path: Path, known: set[str] | None = None) -> dict[str, Tensor]:
     """The tensors of a saved state dict, keys normalised to the encoder's (``known``): wrapper
     prefixes (``module.``, ``model.``, ``encoder.``) are dropped until a key is known, and classifier
     heads are dropped."""
