@@ -156,3 +156,24 @@ def test_commands_answer_without_importing_torch():
         "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'heavy import'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_readme_command_lines_parse(monkeypatch):
+    """The README's examples are real command lines (a repeated run's --config file aside)."""
+    import shlex
+
+    monkeypatch.chdir(PACKAGE.parents[1])
+    text = (PACKAGE / "README.md").read_text().replace("\\\n", " ")
+    lines = [
+        ln.split("#")[0].strip()
+        for ln in text.splitlines()
+        if ln.strip().startswith("uv run glacier-")
+    ]
+    parsed = 0
+    for line in lines:
+        prog, *argv = shlex.split(line)[2:]
+        if "--config" in argv and not Path(argv[argv.index("--config") + 1]).is_file():
+            continue  # a run folder's config.yaml: exists after a run
+        COMMANDS[prog].parse(argv)
+        parsed += 1
+    assert parsed >= 6, lines
