@@ -93,3 +93,26 @@ def test_a_diverging_run_stops_with_one_line_and_a_failed_summary(
     assert len(errors) == 1 and "NaN/inf" in errors[0] and "--lr" in errors[0], errors
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "failed" and "NonFiniteLossError" in summary["error"]
+
+
+def test_skipped_steps_leave_no_trace_in_the_batchnorm_statistics(
+    glacier_root, glcm_cache, tmp_path
+):
+    """After one applied step at lr 1e30 every further forward pass overflows: those steps are
+    skipped, and the BatchNorm statistics their forward passes computed must not reach last.ckpt (the
+    first release's guard skipped the optimizer step but kept the NaN statistics)."""
+    run = tmp_path / "run"
+    args = ["--lr", "1e30", "--max_bad_steps", "10", "--epochs", "1", "--samples_per_epoch", "16"]
+    assert (
+        glacier_train(tiny_train_args(glacier_root, run, glcm_cache, *args, "--no_export_smp")) == 0
+    )
+    with open(run / "metrics.csv") as f:
+        skipped = [
+            float(r["train/nonfinite_steps"])
+            for r in csv.DictReader(f)
+            if r.get("train/nonfinite_steps")
+        ]
+    assert skipped == [3.0]  # 4 steps: the first applied, the next three skipped
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    stats = [v for k, v in state.items() if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.isfinite(v).all() for v in stats)
