@@ -195,6 +195,12 @@ def test_demo_refuses_an_unwritable_output_folder(unwritable_dir, fake_demos, ca
     assert len(err) == 1 and "not writable" in err[0] and not ran
 
 
+def test_samples_fetch_refuses_an_unwritable_cache_folder(unwritable_dir, capsys):
+    assert cli.main(["samples", "fetch", "--dest", str(unwritable_dir / "cache")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sample cache folder is not writable" in err[0]
+
+
 def test_help_explains_commands(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eo_common.errors import ConfigError
+from eo_common.errors import ConfigError, check_writable_dir
 from eo_common.io import atomic_save_json
 from eo_common.package_index import DownloadError, download_from_index, index_url, redact
 
@@ -383,6 +383,7 @@ def fetch(
         progress: print one line per step.
     """
     root = Path(dest).expanduser() if dest is not None else data_root()
+    check_writable_dir(root, "sample cache folder")
     root.mkdir(parents=True, exist_ok=True)
     log: Callable[[str], None] = print if progress else (lambda _msg: None)
     for stale in remove_stale_temps(root):
