@@ -148,6 +148,8 @@ class Command:
         defaults: this command's defaults where they differ from the dataclass',
             ``{"run.output_dir": "runs/cr_train", "optim.lr": 1e-4}``.
         run_folder: the command writes a run folder (``config.run``) and follows the rerun rule.
+        presets: named config files shipped with the package, ``{"--demo": Path(...)}``: the flag
+            stands for ``--config <file>`` at its place on the command line (flags after it win).
     """
 
     def __init__(
@@ -161,6 +163,7 @@ class Command:
         aliases: Mapping[str, str] | None = None,
         defaults: Mapping[str, Any] | None = None,
         run_folder: bool = True,
+        presets: Mapping[str, str | os.PathLike] | None = None,
     ):
         if not is_dataclass(config):
             raise TypeError(f"{prog}: config must be a dataclass, got {config!r}")
@@ -172,6 +175,12 @@ class Command:
         self.aliases = dict(aliases or {})
         self.defaults = dict(defaults or {})
         self.run_folder = run_folder
+        self.presets = {
+            "--" + k.lstrip("-").replace("-", "_"): Path(v) for k, v in (presets or {}).items()
+        }
+        if self.presets:
+            listed = "; ".join(f"{k} = --config {v}" for k, v in self.presets.items())
+            self.epilog = (self.epilog + "\n\n" if self.epilog else "") + f"presets: {listed}"
         self._leaves: list[_Leaf] | None = None
 
     # ------------------------------------------------------------------ declaration -> parser
@@ -266,6 +275,11 @@ class Command:
         """Parse flags and config files into the config object; raise :class:`ConfigError` listing
         every problem. ``--help`` and ``--print_config`` print and raise ``SystemExit(0)``."""
         argv = normalize_argv(sys.argv[1:] if argv is None else list(argv), self.bool_options())
+        argv = [
+            t
+            for a in argv
+            for t in (["--config", str(self.presets[a])] if a in self.presets else [a])
+        ]
         parser = self.build_parser()
         try:
             ns = parser.parse_args(argv)
