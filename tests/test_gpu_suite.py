@@ -29,7 +29,7 @@ def test_gpu_suite_tiny_runs_every_section_on_cpu():
     for figure in (
         "| cr-train fp32 ", "| cr-train bf16-mixed ", "| cr-train channels-last ",
         "| cr-train torch.compile ", "| cr-predict ", "| glacier-train ", "| risk-train ",
-        "| sliding window, 1 tile per call ", "| sliding window, auto = 4 tiles per call ",
+        "| sliding window, 1 tile per call ", "| sliding window, auto = 2 tiles per call ",
         "| stage 1 tiny, 1 steps, batch 1 ", "| stage 2 prithvi_eo_tiny LoRA r8 + int8 ",
     ):  # fmt: skip
         assert figure in out, figure

@@ -7,10 +7,10 @@ time when it takes a batch (``batched=True``, or a ``predict_fn.batched = True``
 * on a CUDA device: one tile is run while the peak of allocated memory is recorded, and ``N`` is the
   number of such tiles that fit in :data:`AUTO_GPU_MEMORY_FRACTION` of the memory that
   :func:`torch.cuda.mem_get_info` reports free, at most :data:`AUTO_GPU_MAX_BATCH`;
-* on the CPU: :data:`AUTO_CPU_BATCH` tiles. A CPU forward does not get faster per pixel beyond a few
-  tiles (measured in ``docs/benchmarks.md``: 256 px tiles of a ResNet-18 U-Net cost the same per
-  pixel at 2, 4 and 8 tiles, and more than one whole 1024 px image), while the memory grows with
-  every tile, so the cap is small.
+* on the CPU: :data:`AUTO_CPU_BATCH` tiles. A CPU forward does not get faster per pixel beyond a
+  couple of tiles (measured in ``docs/benchmarks.md``, 256 px tiles of a ResNet-18 U-Net, CPU seconds
+  per megapixel, 1 thread: 2.34 at 1 tile, 2.18 at 2, 2.45 at 4, 2.66-2.99 at 8; 2.84-2.90 for one
+  whole 1024 px image), while the memory grows with every tile, so the cap is 2.
 
 Example:
     >>> import torch
@@ -40,7 +40,7 @@ __all__ = [
 BatchSize = int | Literal["auto"]
 
 #: tiles per forward that ``batch_size="auto"`` picks on the CPU
-AUTO_CPU_BATCH = 4
+AUTO_CPU_BATCH = 2
 #: largest number of tiles per forward that ``batch_size="auto"`` picks on a GPU
 AUTO_GPU_MAX_BATCH = 128
 #: share of the free GPU memory that ``batch_size="auto"`` plans to fill with tiles
