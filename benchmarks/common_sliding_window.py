@@ -64,8 +64,12 @@ def make_source(path: Path, size: int, seed: int = 0) -> Path:
 def child(mode: str, src: str, out: str, batch: str, device: str) -> None:
     import segmentation_models_pytorch as smp
     import torch
-    from eo_common.raster import read_raster, sliding_window_predict, torch_batch_predictor
-    from eo_common.raster import write_raster
+    from eo_common.raster import (
+        read_raster,
+        sliding_window_predict,
+        torch_batch_predictor,
+        write_raster,
+    )
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -97,12 +97,12 @@ def main() -> None:
         band, source = load_band(size)
         q = quantize(band, args.levels)
         per_prop = {
-            p: best_time(lambda p=p: glcm_features(q, properties=(p,), **kw), args.repeats)
+            p: best_time(lambda p=p, q=q: glcm_features(q, properties=(p,), **kw), args.repeats)
             for p in GLCM_PROPERTIES
         }
         fast = None
 
-        def run_all() -> None:
+        def run_all(q: np.ndarray = q) -> None:
             nonlocal fast
             fast = glcm_features(q, properties=GLCM_PROPERTIES, **kw)
 
@@ -128,8 +128,8 @@ def main() -> None:
             diff = np.abs(fast[:, :, :, r, c] - slow).max()
             how = f"{args.sample} windows timed, scaled to {size * size}"
         del fast
-        mem_six = peak_mib(lambda: texture_channels(band, six))
-        mem_default = peak_mib(lambda: texture_channels(band, default))
+        mem_six = peak_mib(lambda band=band: texture_channels(band, six))
+        mem_default = peak_mib(lambda band=band: texture_channels(band, default))
         rows.append((size, per_prop, t_all, t_skimage, how, diff, mem_six, mem_default))
         cheapest = min(per_prop.values())
         print(

@@ -123,7 +123,11 @@ def cr_train(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
         return (out.prediction.float() - target).abs().mean()
 
     rows = []
-    variants = [("fp32", {}), ("bf16-mixed", {"bf16": True}), ("channels-last", {"channels_last": True})]
+    variants = [
+        ("fp32", {}),
+        ("bf16-mixed", {"bf16": True}),
+        ("channels-last", {"channels_last": True}),
+    ]
     if sz.compile:
         variants.append(("torch.compile", {"compile": True}))
     for name, kw in variants:
@@ -133,9 +137,16 @@ def cr_train(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
             model = torch.compile(model)
         step = train_step_fn(model, make_batch, loss, device, **kw)
         sec = timed(step, sz.steps, device)
-        rows.append((f"cr-train {name}", f"{sz.cr_batch / sec:.1f} samples/s ({sz.cr_size} px, batch {sz.cr_batch})"))
+        rows.append(
+            (
+                f"cr-train {name}",
+                f"{sz.cr_batch / sec:.1f} samples/s ({sz.cr_size} px, batch {sz.cr_batch})",
+            )
+        )
     if not sz.compile:
-        rows.append(("cr-train torch.compile", "skipped (--tiny: compiling takes minutes on a CPU)"))
+        rows.append(
+            ("cr-train torch.compile", "skipped (--tiny: compiling takes minutes on a CPU)")
+        )
     return rows
 
 
@@ -182,7 +193,12 @@ def seg_train(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
     torch.manual_seed(0)
     model = build_glacier(GlacierModel(encoder_name=sz.glacier_encoder)).to(device).train()
     sec = timed(train_step_fn(model, batch(7, 4), ce, device, bf16=bf16), sz.steps, device)
-    rows.append(("glacier-train", f"{sz.seg_batch / sec:.1f} samples/s ({sz.glacier_encoder} U-Net, 7 ch, {sz.seg_size} px)"))
+    rows.append(
+        (
+            "glacier-train",
+            f"{sz.seg_batch / sec:.1f} samples/s ({sz.glacier_encoder} U-Net, 7 ch, {sz.seg_size} px)",
+        )
+    )
 
     from risk_mapping.model import ModelConfig as RiskModel
     from risk_mapping.model import build_model as build_risk
@@ -190,14 +206,23 @@ def seg_train(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
     torch.manual_seed(0)
     model = build_risk(RiskModel(encoder=sz.risk_encoder), 6).to(device).train()
     sec = timed(train_step_fn(model, batch(6, 3), ce, device, bf16=bf16), sz.steps, device)
-    rows.append(("risk-train", f"{sz.seg_batch / sec:.1f} samples/s ({sz.risk_encoder} U-Net + attention, 6 ch, {sz.seg_size} px)"))
+    rows.append(
+        (
+            "risk-train",
+            f"{sz.seg_batch / sec:.1f} samples/s ({sz.risk_encoder} U-Net + attention, 6 ch, {sz.seg_size} px)",
+        )
+    )
     return rows
 
 
 def sliding_window(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
     import segmentation_models_pytorch as smp
-    from eo_common.raster import predict_array_tiled, resolve_batch_size, tile_offsets
-    from eo_common.raster import torch_batch_predictor
+    from eo_common.raster import (
+        predict_array_tiled,
+        resolve_batch_size,
+        tile_offsets,
+        torch_batch_predictor,
+    )
 
     torch.manual_seed(0)
     net = smp.Unet("resnet18", encoder_weights=None, in_channels=4, classes=2).to(device).eval()
@@ -209,8 +234,13 @@ def sliding_window(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
     rows = []
     for label, bs in (("1 tile per call", 1), (f"auto = {n_auto} tiles per call", n_auto)):
         kw = dict(out_bands=2, tile_size=tile, overlap=tile // 8, batch_size=bs, batched=True)
-        sec = timed(lambda: predict_array_tiled(scene, fn, **kw), 1, device)
-        rows.append((f"sliding window, {label}", f"{n_tiles / sec:.1f} tiles/s ({n_tiles} tiles of {tile} px)"))
+        sec = timed(lambda kw=kw: predict_array_tiled(scene, fn, **kw), 1, device)
+        rows.append(
+            (
+                f"sliding window, {label}",
+                f"{n_tiles / sec:.1f} tiles/s ({n_tiles} tiles of {tile} px)",
+            )
+        )
     return rows
 
 
@@ -224,7 +254,11 @@ def stage1(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
     size = sz.s1_size
     for b in (1, sz.s1_batch):
         x = torch.randn(b, 2, size, size) * 4 - 14
-        sec = timed(lambda x=x: generate_optical(gen, x, timesteps=sz.terramind_steps, seed=0), sz.steps, device)
+        sec = timed(
+            lambda x=x: generate_optical(gen, x, timesteps=sz.terramind_steps, seed=0),
+            sz.steps,
+            device,
+        )
         rate = b / sec
         hours = STAGE1_TILES / rate / 3600
         rows.append((
@@ -239,7 +273,9 @@ def stage2(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
     from gac_pipeline.model import Stage2Config, Stage2Refiner
 
     torch.manual_seed(0)
-    model = Stage2Refiner(Stage2Config(backbone=sz.prithvi, lora_rank=8, load_in_8bit=True)).to(device)
+    model = Stage2Refiner(Stage2Config(backbone=sz.prithvi, lora_rank=8, load_in_8bit=True)).to(
+        device
+    )
     x = torch.rand(sz.s2_batch, 12, 120, 120, device=device)
     y = torch.rand(sz.s2_batch, 12, 120, 120, device=device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -260,7 +296,12 @@ def stage2(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
         else "GPU memory: n/a on CPU"
     )
     trainable = sum(p.numel() for p in params)
-    return [(f"stage 2 {sz.prithvi} LoRA r8 + int8", f"{sec:.3f} s/step, batch {sz.s2_batch}, {trainable:,} trainable, {mem}")]
+    return [
+        (
+            f"stage 2 {sz.prithvi} LoRA r8 + int8",
+            f"{sec:.3f} s/step, batch {sz.s2_batch}, {trainable:,} trainable, {mem}",
+        )
+    ]
 
 
 SECTIONS = {
@@ -274,7 +315,9 @@ SECTIONS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--tiny", action="store_true", help="CPU-sized smoke run (not a benchmark)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="run only these sections")

@@ -80,11 +80,11 @@ def make_inputs(folder: Path, size: int, seed: int = 0) -> tuple[Path, Path]:
 
 def whole_child(size: int, folder: str) -> None:
     """One dense_crf call on the whole raster in this (fresh) process; labels saved for comparison."""
+    import resource
+
     import rasterio
     from risk_mapping.config import CRFConfig
     from risk_mapping.crf import dense_crf, image_stretch, stretch_to_uint8
-
-    import resource
 
     folder_p = Path(folder)
     probs_path, stack_path = folder_p / f"probs_{size}.tif", folder_p / f"stack_{size}.tif"
@@ -224,7 +224,9 @@ def main() -> None:
 
                 with rasterio.open(Path(tmp) / f"crf_{size}_1.tif") as src:
                     tiled_labels = src.read(1)
-                w["agree"] = float((tiled_labels == np.load(Path(tmp) / f"whole_{size}.npy")).mean())
+                w["agree"] = float(
+                    (tiled_labels == np.load(Path(tmp) / f"whole_{size}.npy")).mean()
+                )
                 whole[size] = w
                 print(json.dumps({"whole": size, **w}), flush=True)
     with open("/proc/loadavg") as f:

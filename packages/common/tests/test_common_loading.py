@@ -63,6 +63,7 @@ class _Triplets:
             "s2_cloudy": read_raster(p["s2_cloudy"]).array,
             "index": i,
             "cloud_cover": float(i) / 10,
+            "name": f"ROIs1158_spring_s1_{i}_p{i * 7}",
         }
 
 
@@ -80,7 +81,7 @@ def test_packed_samples_equal_the_geotiff_samples(tmp_path):
         assert isinstance(b["s2_cloudy"], np.ndarray) and b["s2_cloudy"].dtype == np.uint16
         np.testing.assert_array_equal(a["s2_cloudy"], b["s2_cloudy"])
         assert b["index"] == i and isinstance(b["index"], int)
-        assert b["cloud_cover"] == a["cloud_cover"]
+        assert b["cloud_cover"] == a["cloud_cover"] and b["name"] == a["name"]
     # the same batches through DataLoader workers (maps reopened in each worker process)
     loader = DataLoader(packed, batch_size=2, num_workers=2)
     first = next(iter(loader))
@@ -125,5 +126,7 @@ def test_pack_rejects_samples_of_another_shape(tmp_path):
         pack_dataset(ds, tmp_path / "bad", progress=False)
     with pytest.raises(PackError, match="empty"):
         pack_dataset([], tmp_path / "empty", progress=False)
-    with pytest.raises(PackError, match="cannot pack a str"):
-        pack_dataset([{"x": "text"}], tmp_path / "str", progress=False)
+    with pytest.raises(PackError, match="cannot pack a dict"):
+        pack_dataset([{"x": {"nested": 1}}], tmp_path / "nested", progress=False)
+    with pytest.raises(PackError, match="sample 1, field 'id'"):  # longer than the stored width
+        pack_dataset([{"id": "a"}, {"id": "b" * 70}], tmp_path / "long", progress=False)

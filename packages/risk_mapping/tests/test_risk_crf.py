@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from eo_common.raster import write_raster
+from eo_common.raster import tile_offsets, write_raster
 from risk_mapping.config import CRFConfig
-from eo_common.raster import tile_offsets
 from risk_mapping.crf import (
     balanced_offsets,
     core_tiles,

@@ -4,7 +4,9 @@ Decoding DEFLATE GeoTIFFs costs milliseconds per sample per band; a GPU step on 
 less. :func:`pack_dataset` runs a map-style data set once and stores every field of every sample in
 one ``.npy`` file per field, shape ``(N, *field_shape)``, in the field's own dtype;
 :class:`PackedDataset` maps those files and returns the same samples (same keys, dtypes, values and
-container types: torch tensors stay tensors, numpy arrays stay arrays, Python numbers stay numbers).
+container types: torch tensors stay tensors, numpy arrays stay arrays, Python numbers and strings
+stay numbers and strings; a string field is stored with a fixed width, the first sample's length
+rounded up to 64 characters).
 
 Why ``.npy`` memory maps (and not HDF5, LMDB or zarr):
 
@@ -84,6 +86,8 @@ def _to_numpy(key: str, value: Any) -> tuple[str, np.ndarray]:
         pass
     if isinstance(value, np.ndarray):
         return "ndarray", value
+    if isinstance(value, str):  # fixed width: sample 0's length rounded up to 64 characters
+        return "str", np.asarray(value, dtype=f"<U{max(64, -(-len(value) // 64) * 64)}")
     if isinstance(value, bool | np.bool_):
         return "bool", np.asarray(value)
     if isinstance(value, int | np.integer):
@@ -91,7 +95,7 @@ def _to_numpy(key: str, value: Any) -> tuple[str, np.ndarray]:
     if isinstance(value, float | np.floating):
         return "float", np.asarray(value, dtype=np.float64)
     raise PackError(
-        f"field {key!r}: cannot pack a {type(value).__name__} (arrays, tensors and numbers only)"
+        f"field {key!r}: cannot pack a {type(value).__name__} (arrays, tensors, numbers, str)"
     )
 
 
@@ -179,7 +183,9 @@ def pack_dataset(
                 (k, kd) for k, kd, _ in first
             ]:
                 raise PackError(f"sample {i}: keys/types differ from sample 0")
-            for j, ((key, _, value), ref) in enumerate(zip(fields, first)):
+            for j, ((key, kind, value), ref) in enumerate(zip(fields, first)):
+                if kind == "str" and len(str(value)) <= ref[2].dtype.itemsize // 4:
+                    value = value.astype(ref[2].dtype)
                 if value.shape != ref[2].shape or value.dtype != ref[2].dtype:
                     raise PackError(
                         f"sample {i}, field {key!r}: {value.dtype} {value.shape} differs from "
@@ -192,7 +198,7 @@ def pack_dataset(
         flush(n)
     finally:
         bar.close()
-        del arrays
+        arrays.clear()  # drop the maps (unmapped when collected)
     with atomic_write(manifest, "w") as f:
         json.dump(layout, f, indent=1)
     progress_file.unlink(missing_ok=True)
@@ -267,4 +273,6 @@ def _from_numpy(kind: str, value: np.ndarray) -> Any:
         return bool(value)
     if kind == "int":
         return int(value)
+    if kind == "str":
+        return str(value)
     return float(value)

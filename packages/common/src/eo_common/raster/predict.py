@@ -22,6 +22,7 @@ from rasterio.windows import Window
 
 from eo_common.io import atomic_temp_path
 
+from .batching import BatchSize, is_batched, resolve_batch_size
 from .io import (
     PathLike,
     RasterError,
@@ -31,7 +32,6 @@ from .io import (
     _open,
     missing_mask,
 )
-from .batching import BatchSize, is_batched, resolve_batch_size
 from .tiles import BlendKind, _axis_weights, _check_tiling, _pad_reflect, tile_offsets
 
 # rows per strip of the output of sliding_window_predict (see _StripWriter)
@@ -95,9 +95,7 @@ def _stream_rows(
     if batch_size == "auto" and takes_batch:
         first, _ = read_rows(0, th)
         sample = _pad_reflect(first, tile_size)[:, :tile_size, :tile_size]
-    n_batch = resolve_batch_size(
-        batch_size, predict_fn, sample, batched=takes_batch, device=device
-    )
+    n_batch = resolve_batch_size(batch_size, predict_fn, sample, batched=takes_batch, device=device)
     groups = _row_groups(row_offsets, len(col_offsets), n_batch)
     span_max = max(row_offsets[g1 - 1] + th - row_offsets[g0] for g0, g1 in groups)
 
