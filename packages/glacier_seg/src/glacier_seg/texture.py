@@ -202,17 +202,12 @@ def _pair_views(m: np.ndarray, dr: int, dc: int) -> tuple[np.ndarray, np.ndarray
     return m[r0:r1, c0:c1], m[r0 + dr : r1 + dr, c0 + dc : c1 + dc]
 
 
-def _shift_add(dst: np.ndarray, src: np.ndarray, offset: int, axis: int, sign: int) -> None:
-    """``dst[i] += sign * src[i - offset]`` along ``axis`` where both exist (integers wrap)."""
-    lo, hi = max(0, offset), min(dst.shape[axis], offset + src.shape[axis])
-    if hi <= lo:
-        return
-    n = min(dst.shape[1 - axis], src.shape[1 - axis])
-    if axis == 0:
-        view, part = dst[lo:hi, :n], src[lo - offset : hi - offset, :n]
-    else:
-        view, part = dst[:n, lo:hi], src[:n, lo - offset : hi - offset]
-    (np.add if sign > 0 else np.subtract)(view, part, out=view)
+def _shift_add(dst: np.ndarray, src: np.ndarray, offset: int, sign: int) -> None:
+    """``dst[k + offset] += sign * src[k]`` (1-D, where both exist; unsigned integers wrap)."""
+    lo, hi = max(0, -offset), min(src.size, dst.size - offset)
+    if hi > lo:
+        view = dst[lo + offset : hi + offset]
+        (np.add if sign > 0 else np.subtract)(view, src[lo:hi], out=view)
 
 
 def _sum_squared_counts(
@@ -229,13 +224,19 @@ def _sum_squared_counts(
     depends on ``delta``'s column and a row part that depends on its row: ``delta`` and its mirror
     ``(dy, -dx)`` (same box) are summed, added at their two column corners into a row buffer, and
     each row of displacements adds that buffer at its two row corners into the canvas.
-    Cost: about ``window**2`` cheap passes over the block, independent of the number of levels.
+
+    Every array has the same row pitch (the width plus ``box_w`` spare columns), so a 2-D shift is a
+    1-D shift of the flattened array and every pass is one contiguous numpy operation (about 4x
+    faster than strided 2-D slices). The spare columns hold a code no pixel has and weight 0, so a
+    pair that runs off the right edge compares unequal or weighs nothing, and whatever the shifts
+    move into the spare columns stays right of the output columns, where the final row prefix sums
+    never look. Cost: about ``window**2`` passes over the block, independent of the number of levels.
 
     Arithmetic is unsigned (``uint16`` unless a box sum could exceed it) and wraps modulo ``2**16``:
     intermediate values may wrap, the final sums fit, so they are exact.
 
     Args:
-        codes: (H + box_h - 1, W + box_w - 1) integer pair codes.
+        codes: (H + box_h - 1, W + box_w - 1) non-negative integer pair codes.
         weight: same shape, small non-negative integers, or None for all ones.
 
     Returns:
@@ -246,45 +247,48 @@ def _sum_squared_counts(
     max_weight = 1 if weight is None else int(weight.max(initial=1))
     bound = (max_weight * box_h * box_w) ** 2
     acc = np.uint16 if bound < 2**16 else np.uint32 if bound < 2**32 else np.uint64
-    w = np.ones((hc, wc), dtype=acc) if weight is None else weight.astype(acc)
-    oy, ox = box_h - 1, box_w - 1  # canvas origin: corners land up to a box before the box
-    canvas = np.zeros((height + oy, width + ox), dtype=acc)
-    rows = np.empty((hc, canvas.shape[1]), dtype=acc)
-    buf, mirror = np.empty((hc, wc), dtype=acc), np.empty((hc, wc), dtype=acc)
+    pitch = wc + box_w
+    size = hc * pitch
+    code_t = np.uint16 if int(codes.max(initial=0)) < 2**16 - 1 else np.uint64
+    c = np.full(size + pitch, np.iinfo(code_t).max, dtype=code_t)  # + a spare row at the end
+    c[:size].reshape(hc, pitch)[:, :wc] = codes
+    w = np.zeros(size + pitch, dtype=acc)
+    w[:size].reshape(hc, pitch)[:, :wc] = 1 if weight is None else weight
+    canvas = np.zeros(size, dtype=acc)
+    rows, e, m = (np.empty(size, dtype=acc) for _ in range(3))
     for dy in range(box_h):
-        r = rows[: hc - dy]
+        n = size - dy * pitch  # the pairs whose first pixel has a partner dy rows below
+        r = rows[:n]
         r.fill(0)
         for adx in range(box_w):
-            e = buf[: hc - dy, : wc - adx]
             if dy == 0 and adx == 0:  # delta = 0 is added after the doubling below
                 continue
-            first, second = _pair_views(codes, dy, adx)
-            np.equal(first, second, out=e)
-            if weight is not None:
-                np.multiply(e, _pair_views(w, dy, adx)[0], out=e)
-            if dy > 0 and adx > 0:  # the mirror displacement (dy, -adx) has the same box
-                m = mirror[: hc - dy, : wc - adx]
-                first, second = _pair_views(codes, dy, -adx)
-                np.equal(first, second, out=m)
-                if weight is not None:
-                    np.multiply(m, _pair_views(w, dy, -adx)[0], out=m)
-                np.add(e, m, out=e)
-            # column corners of the box of width box_w - adx
-            _shift_add(r, e, 1 - (box_w - adx) + ox, 1, +1)
-            _shift_add(r, e, 1 + ox, 1, -1)
-        # row corners of the box of height box_h - dy
-        _shift_add(canvas, r, 1 - (box_h - dy) + oy, 0, +1)
-        _shift_add(canvas, r, 1 + oy, 0, -1)
+            ev = e[:n]
+            g = dy * pitch + adx
+            np.equal(c[:n], c[g : g + n], out=ev)
+            np.multiply(ev, w[:n], out=ev)
+            if dy > 0 and adx > 0:  # the mirror (dy, -adx): pixel p + (0, adx) with p + (dy, 0)
+                mv = m[:n]
+                np.equal(c[adx : adx + n], c[dy * pitch : dy * pitch + n], out=mv)
+                np.multiply(mv, w[adx : adx + n], out=mv)
+                np.add(ev, mv, out=ev)
+            # column corners of the box of width box_w - adx: + at column adx, - at box_w
+            _shift_add(r, ev, adx, +1)
+            _shift_add(r, ev, box_w, -1)
+        # row corners of the box of height box_h - dy: + at row dy, - at row box_h
+        _shift_add(canvas, r, dy * pitch, +1)
+        _shift_add(canvas, r, box_h * pitch, -1)
     np.add(canvas, canvas, out=canvas)  # each delta != 0 above stands for delta and -delta
     r = rows  # delta = 0: the sum of the weights over the box
     r.fill(0)
-    _shift_add(r, w, 1 - box_w + ox, 1, +1)
-    _shift_add(r, w, 1 + ox, 1, -1)
-    _shift_add(canvas, r, 1 - box_h + oy, 0, +1)
-    _shift_add(canvas, r, 1 + oy, 0, -1)
-    np.cumsum(canvas, axis=0, out=canvas)
-    np.cumsum(canvas, axis=1, out=canvas)
-    return canvas[oy:, ox:]
+    _shift_add(r, w[:size], 0, +1)
+    _shift_add(r, w[:size], box_w, -1)
+    _shift_add(canvas, r, 0, +1)
+    _shift_add(canvas, r, box_h * pitch, -1)
+    grid = canvas.reshape(hc, pitch)
+    np.cumsum(grid, axis=0, out=grid)
+    np.cumsum(grid, axis=1, out=grid)
+    return grid[box_h - 1 :, box_w - 1 : box_w - 1 + width]
 
 
 def _check_glcm_args(q: np.ndarray, window: int, levels: int, properties: Sequence[str]) -> None:
