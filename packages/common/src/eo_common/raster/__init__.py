@@ -36,13 +36,18 @@ Tiling and blending
 
 from .batching import resolve_batch_size, torch_batch_predictor
 from .io import (
+    ClassInfo,
     Raster,
     RasterError,
     RasterNotFoundError,
     check_not_all_nodata,
     check_same_grid,
+    finalize_geotiff,
+    is_gdal_path,
     missing_mask,
+    read_class_names,
     read_raster,
+    write_class_map,
     write_raster,
 )
 from .predict import predict_array_tiled, sliding_window_predict
@@ -68,4 +73,9 @@ __all__ = [
     "torch_batch_predictor",
     "iter_tiles",
     "RESAMPLING_METHODS",
+    "ClassInfo",
+    "write_class_map",
+    "read_class_names",
+    "finalize_geotiff",
+    "is_gdal_path",
 ]
