@@ -159,3 +159,19 @@ def test_texture_channels_average_blocks_like_the_full_features():
     np.testing.assert_allclose(
         texture_channels(band, cfg), full.mean(axis=(1, 2)).astype(np.float32), rtol=1e-6
     )
+
+
+def test_256_levels_on_a_large_block_stay_exact():
+    """Prefix sums of x*x + y*y wrap uint32 on this 220 x 220 block; window sums stay exact."""
+    rng = np.random.default_rng(7)
+    q = rng.integers(0, 256, size=(220, 220)).astype(np.uint8)
+    q[100:110, 100:110] = 255  # top codes (255 * 256 + 255 = 65535: the ASM codes need 32 bits)
+    props = ("correlation", "ASM", "contrast")
+    feats = glcm_features(q, window=7, levels=256, angles=np.deg2rad([0, 45]), properties=props)
+    for r, c in [(3, 3), (104, 104), (216, 216), (150, 40)]:
+        glcm = graycomatrix(
+            q[r - 3 : r + 4, c - 3 : c + 4], [1], np.deg2rad([0, 45]), levels=256,
+            symmetric=True, normed=True,
+        )  # fmt: skip
+        for p, prop in enumerate(props):
+            np.testing.assert_allclose(feats[p, 0, :, r, c], graycoprops(glcm, prop)[0], atol=1e-10)

@@ -243,7 +243,7 @@ def _sum_squared_counts(
         (H, W) unsigned integers.
     """
     hc, wc = codes.shape
-    height, width = hc - box_h + 1, wc - box_w + 1
+    width = wc - box_w + 1
     max_weight = 1 if weight is None else int(weight.max(initial=1))
     bound = (max_weight * box_h * box_w) ** 2
     acc = np.uint16 if bound < 2**16 else np.uint32 if bound < 2**32 else np.uint64
@@ -344,18 +344,22 @@ def _block_properties(
         if "homogeneity" in properties:
             results["homogeneity"] = _box_sum(1.0 / (1.0 + sq), box_h, box_w) / n_pairs
     if "correlation" in properties:
-        xi, yi = x.astype(np.int64), y.astype(np.int64)
-        sx, sy = _box_sum(xi, box_h, box_w), _box_sum(yi, box_h, box_w)
-        sxx, syy = _box_sum(xi * xi, box_h, box_w), _box_sum(yi * yi, box_h, box_w)
-        sxy = _box_sum(xi * yi, box_h, box_w)
-        if symmetric:
-            n2, s, ss = 2 * n_pairs, sx + sy, sxx + syy
+        # box sums in wrapping uint32 (exact: every window sum is below 2**32), products in int64
+        xi, yi = x.astype(np.uint32), y.astype(np.uint32)
+
+        def box(a: np.ndarray) -> np.ndarray:
+            return _box_sum(a, box_h, box_w, np.uint32).astype(np.int64)
+
+        sxy = box(xi * yi)
+        if symmetric:  # only the sums over both members of each pair are needed
+            n2, s, ss = 2 * n_pairs, box(xi + yi), box(xi * xi + yi * yi)
             var_num = n2 * ss - s * s  # exact integers: (2N)^2 * variance
             cov_num = n2 * (2 * sxy) - s * s
             var_i = var_j = var_num
         else:
-            var_i = n_pairs * sxx - sx * sx
-            var_j = n_pairs * syy - sy * sy
+            sx, sy = box(xi), box(yi)
+            var_i = n_pairs * box(xi * xi) - sx * sx
+            var_j = n_pairs * box(yi * yi) - sy * sy
             cov_num = n_pairs * sxy - sx * sy
         degenerate = (var_i == 0) | (var_j == 0)
         denom = np.sqrt(np.where(degenerate, 1, var_i).astype(np.float64)) * np.sqrt(
