@@ -162,9 +162,10 @@ def test_texture_channels_average_blocks_like_the_full_features():
 
 
 def test_256_levels_on_a_large_block_stay_exact():
-    """Prefix sums of x*x + y*y wrap uint32 on this 220 x 220 block; window sums stay exact."""
+    """Prefix sums of x*x + y*y (about 1e5 per pixel over 226^2 pixels) pass 2**32 in this block."""
     rng = np.random.default_rng(7)
-    q = rng.integers(0, 256, size=(220, 220)).astype(np.uint8)
+    q = rng.integers(200, 256, size=(220, 220)).astype(np.uint8)
+    q[:, :20] = rng.integers(0, 256, size=(220, 20))
     q[100:110, 100:110] = 255  # top codes (255 * 256 + 255 = 65535: the ASM codes need 32 bits)
     props = ("correlation", "ASM", "contrast")
     feats = glcm_features(q, window=7, levels=256, angles=np.deg2rad([0, 45]), properties=props)
