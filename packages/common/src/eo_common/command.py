@@ -76,7 +76,7 @@ class _Leaf:
 
     @property
     def is_path(self) -> bool:
-        return mentions_path(self.hint)
+        return mentions_path(self.hint) or bool(self.meta.get("path"))
 
 
 def _default_of(f: Any) -> Any:

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -176,7 +177,7 @@ def _path_keys(cfg: Any) -> set[str]:
             hint = hints[f.name]
             if isinstance(hint, type) and is_dataclass(hint):
                 walk(hint, f"{prefix}{f.name}.")
-            elif mentions_path(hint):
+            elif mentions_path(hint) or f.metadata.get("path"):
                 out.add(f"{prefix}{f.name}")
 
     walk(type(cfg), "")
@@ -247,6 +248,26 @@ def config_differences(cfg: Any, saved: dict[str, Any], *, ignore_resumable: boo
         for k in sorted(set(a) | set(b))
         if a.get(k) != b.get(k)
     ]
+
+
+@functools.cache
+def _distribution_of(module: str) -> tuple[str | None, str | None]:
+    """The installed distribution of a top-level module (``risk_mapping`` -> ``risk-mapping``).
+
+    The conventional name (underscores as dashes) is tried first: scanning every installed
+    distribution costs seconds on a large environment.
+    """
+    from importlib import metadata
+
+    for name in (module.replace("_", "-"), module):
+        try:
+            return name, metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    names = metadata.packages_distributions().get(module, [])
+    if not names:
+        return None, None
+    return names[0], package_versions([names[0]]).get(names[0])
 
 
 class RunFolder:
@@ -345,13 +366,8 @@ class RunFolder:
         return self.path
 
     def _package(self) -> tuple[str | None, str | None]:
-        from importlib import metadata
-
-        module = type(self.cfg).__module__.split(".")[0]
-        names = metadata.packages_distributions().get(module, [])
-        if not names:
-            return None, None
-        return names[0], package_versions([names[0]]).get(names[0])
+        """(distribution, version) of the package whose config this run uses."""
+        return _distribution_of(type(self.cfg).__module__.split(".")[0])
 
     def _write_summary(self, **values: Any) -> dict[str, Any]:
         package, version = self._package()
