@@ -171,6 +171,22 @@ def cr_predict(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
     return [("cr-predict", f"{mpx / sec:.3g} Mpx/s ({sz.scene}^2 scene, tile {tile}, bf16 on GPU)")]
 
 
+def _glacier_model(encoder: str, in_channels: int) -> torch.nn.Module:
+    """``glacier_seg.model.build_model``: ``(cfg, in_channels)`` with the config in ``glacier_seg.config``
+    (current), or ``(cfg)`` with ``in_channels`` in the model config (before the command layer)."""
+    import inspect
+
+    from glacier_seg.model import build_model
+
+    try:
+        from glacier_seg.config import ModelConfig
+    except ImportError:
+        from glacier_seg.model import ModelConfig
+    if "in_channels" in inspect.signature(build_model).parameters:
+        return build_model(ModelConfig(encoder_name=encoder), in_channels)
+    return build_model(ModelConfig(encoder_name=encoder, in_channels=in_channels))
+
+
 def seg_train(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
     rows = []
     bf16 = device.type == "cuda"
@@ -187,11 +203,8 @@ def seg_train(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
 
         return make
 
-    from glacier_seg.model import ModelConfig as GlacierModel
-    from glacier_seg.model import build_model as build_glacier
-
     torch.manual_seed(0)
-    model = build_glacier(GlacierModel(encoder_name=sz.glacier_encoder)).to(device).train()
+    model = _glacier_model(sz.glacier_encoder, 7).to(device).train()
     sec = timed(train_step_fn(model, batch(7, 4), ce, device, bf16=bf16), sz.steps, device)
     rows.append(
         (
@@ -200,7 +213,7 @@ def seg_train(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
         )
     )
 
-    from risk_mapping.model import ModelConfig as RiskModel
+    from risk_mapping.config import ModelConfig as RiskModel
     from risk_mapping.model import build_model as build_risk
 
     torch.manual_seed(0)
