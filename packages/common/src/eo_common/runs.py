@@ -56,6 +56,7 @@ __all__ = [
     "config_identity",
     "config_hash",
     "config_differences",
+    "global_rank_from_env",
 ]
 
 CONFIG_NAME = "config.yaml"
@@ -86,6 +87,21 @@ SUMMARY_KEYS = (
     "hostname",
     "extra",
 )
+
+
+def global_rank_from_env() -> int:
+    """This process's global rank under torchrun / Lightning's DDP launcher (0 otherwise).
+
+    Example:
+        >>> global_rank_from_env()  # a plain process
+        0
+    """
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return node * per_node + local
 
 
 def _now() -> str:
@@ -296,6 +312,11 @@ class RunFolder:
         run = cfg.run
         path = Path(run.run_dir)
         check_writable_dir(path)
+        if global_rank_from_env() != 0:
+            # another process of a DDP run (torchrun, or Lightning's launcher re-running the
+            # command): rank 0 applies the rule and writes the folder, the others follow it
+            mode = "resume" if run.resume else "overwrite" if run.overwrite else "new"
+            return cls(path, mode, command, cfg)
         status = run_status(path)
         if status in ("absent", "empty"):
             return cls(path, "new", command, cfg)
