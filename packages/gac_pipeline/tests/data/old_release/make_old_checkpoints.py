@@ -43,16 +43,61 @@ def main(out: Path) -> None:
     for record in build_catalogue(data):
         tile = read_tile(record)
         noisy = tile.s2 + rng.normal(0, 300, tile.s2.shape)
-        write_opt_v1(stage1_path(s1dir, record.patch_id), noisy, crs=tile.crs,
-                     transform=tile.transform, tags={})
-    common = ["--data-dir", str(data), "--stage1-dir", str(s1dir), "--random-init", "--lora-rank", "2",
-              "--batch-size", "2", "--epochs", "1", "--no-progress", "--lr", "1e-3", "--seed", "0"]
+        write_opt_v1(
+            stage1_path(s1dir, record.patch_id),
+            noisy,
+            crs=tile.crs,
+            transform=tile.transform,
+            tags={},
+        )
+    common = [
+        "--data-dir",
+        str(data),
+        "--stage1-dir",
+        str(s1dir),
+        "--random-init",
+        "--lora-rank",
+        "2",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "0",
+    ]
     r2 = stage2.run([*common, "--output-dir", str(work / "s2"), "--backbone", "prithvi_eo_tiny"])
-    r3 = stage3.run([*common, "--output-dir", str(work / "s3"), "--model-size", "tiny",
-                     "--stage2-checkpoint", str(r2["best_checkpoint"]), "--lora-cross-attention-only"])
-    code = infer_main(["--data-dir", str(data), "--stage1-dir", str(s1dir), "--stage2-checkpoint",
-                       str(r2["best_checkpoint"]), "--stage3-checkpoint", str(r3["best_checkpoint"]),
-                       "--output-dir", str(work / "infer"), "--split", "test", "--no-progress"])
+    r3 = stage3.run(
+        [
+            *common,
+            "--output-dir",
+            str(work / "s3"),
+            "--model-size",
+            "tiny",
+            "--stage2-checkpoint",
+            str(r2["best_checkpoint"]),
+            "--lora-cross-attention-only",
+        ]
+    )
+    code = infer_main(
+        [
+            "--data-dir",
+            str(data),
+            "--stage1-dir",
+            str(s1dir),
+            "--stage2-checkpoint",
+            str(r2["best_checkpoint"]),
+            "--stage3-checkpoint",
+            str(r3["best_checkpoint"]),
+            "--output-dir",
+            str(work / "infer"),
+            "--split",
+            "test",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     for name, r in (("stage2", r2), ("stage3", r3)):
         ckpt = torch.load(r["best_checkpoint"], map_location="cpu", weights_only=False)
