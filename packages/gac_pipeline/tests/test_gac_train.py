@@ -181,6 +181,10 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _logged(rows: list[dict[str, str]], key: str, from_epoch: int) -> list[dict[str, str]]:
+    return [r for r in rows if r.get(key) and float(r["epoch"]) >= from_epoch]
+
+
 @pytest.mark.slow
 def test_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted(
     fake_benv2, stage1_dir, tmp_path
@@ -209,4 +213,7 @@ def test_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted(
     wb = _weights(reference / "checkpoints" / "last.ckpt")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     rows_a, rows_b = _csv_rows(killed / "metrics.csv"), _csv_rows(reference / "metrics.csv")
-    assert rows_a == rows_b
+    assert _logged(rows_a, "val/loss", 0) == _logged(rows_b, "val/loss", 0)  # every validation
+    # the training rows of the epochs run after the kill (the killed epoch's own training row is
+    # logged by Lightning after its checkpoint, so a kill in between loses it; see the README)
+    assert _logged(rows_a, "train/loss", 1) == _logged(rows_b, "train/loss", 1)
