@@ -251,15 +251,16 @@ def _generate_units(
     tag: str,
     shard: int,
     log: Callable[[str], None],
-) -> tuple[int, int, float]:
-    """Generate and write the unfinished tiles of ``units``: (generated, bad tiles, seconds)."""
+) -> tuple[list[str], int, float]:
+    """Generate and write the unfinished tiles of ``units``: (ids generated, bad tiles, seconds)."""
     from gac_pipeline.generator import generate_optical, tile_seed
 
     manifest = Manifest(out / f"manifest.{tag}.jsonl")
     errors_log = Manifest(out / f"errors.{tag}.jsonl")
     tags = _tags(cfg)
     todo = sum(1 for u in units for r in u if r.patch_id not in done)
-    generated = errors = 0
+    generated: list[str] = []
+    errors = 0
     t0 = time.perf_counter()
     bar = tqdm(total=todo, unit="tile", desc=f"stage1 {tag}", disable=not cfg.run.progress)
     for unit in units:
@@ -287,7 +288,7 @@ def _generate_units(
                 tags=tags, dtype=cfg.model.output_dtype,
             )  # fmt: skip
             manifest.mark_done(tile.patch_id, shard=shard, seed=seed)
-            generated += 1
+            generated.append(tile.patch_id)
             bar.update(1)
     bar.close()
     return generated, errors, time.perf_counter() - t0
@@ -335,18 +336,19 @@ def run_stage1(
         )  # bad weights fail here, before the folder is touched
     out = folder.open()
     tag = f"shard{shard}-of-{num_shards}"
-    if shard == 0:
-        save_catalogue(records, out / "catalogue.csv")
+    if shard == 0 and not (folder.mode == "resume" and (out / "catalogue.csv").is_file()):
+        save_catalogue(records, out / "catalogue.csv")  # a resumed run has the same catalogue
     removed = remove_stale_temps(out, mine, everything=num_shards == 1)
     if removed:
         log(f"removed {len(removed)} temporary file(s) of a killed run")
     skipped = sum(1 for t in mine if t in done)
-    generated = errors = 0
-    seconds = 0.0
+    new_ids: list[str] = []
+    errors, seconds = 0, 0.0
     if todo_units:
-        generated, errors, seconds = _generate_units(
+        new_ids, errors, seconds = _generate_units(
             cfg, todo_units, done, generator.to(device), out, tag, shard, log
         )
+    generated = len(new_ids)
     shard_path = out / f"summary.{tag}.json"
     previous = json.loads(shard_path.read_text()) if shard_path.exists() else {}
     shard_summary = {
@@ -357,7 +359,8 @@ def run_stage1(
         "total_generation_seconds": float(previous.get("total_generation_seconds", 0.0)) + seconds,
     }  # fmt: skip
     atomic_save_json(shard_summary, shard_path)
-    all_done = done_tile_ids(out)
+    # with one shard nobody else writes here: what was done plus what this call generated
+    all_done = done_tile_ids(out) if num_shards > 1 else done | set(new_ids)
     failed = _failed_tile_ids(out) - all_done
     complete = len(all_done) + len(failed) >= len(records)
     if skipped:
