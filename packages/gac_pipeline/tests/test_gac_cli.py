@@ -185,6 +185,17 @@ def test_pretrained_without_hub_weights_is_one_line(fake_benv2, stage1_dir, tmp_
     assert not (tmp_path / "s2").exists()
 
 
+def test_seed_line_offline_names_the_weight_sources(fake_benv2, tmp_path, capsys, monkeypatch):
+    """The seed's stage-1 line names no weight source: hub weights, which offline cannot be fetched."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv = [*_argv("gac-stage1", tmp_path), "--data-dir", str(fake_benv2), "--model-size", "tiny"]
+    assert gac_stage1(argv) == 2
+    _one_line_error(
+        capsys, "terramind_v1_tiny_generate", "hub weights", "--checkpoint", "--random_init"
+    )
+    assert not (tmp_path / "data" / "stage1_outputs").exists()
+
+
 def test_empty_catalogue_is_one_line(fake_benv2, tmp_path, capsys):
     empty = tmp_path / "catalogue.csv"
     empty.write_text("patch_id,s1_name,split,s2_dir,s1_dir\n")
