@@ -169,11 +169,13 @@ def test_checkpoints_of_the_previous_release_still_load(fake_benv2, stage1_dir, 
     assert gac_infer(argv) == 0
     got = json.loads((out / "metrics.json").read_text())["rows"]
     expected = json.loads((OLD / "infer_metrics.json").read_text())["rows"]
+    # rel 1e-4: float32 rounding through the networks differs between CPUs by far less
     for row, values in expected.items():
         for key in ("psnr", "ssim", "sam_deg", "sar_edge"):
-            assert got[row][key] == pytest.approx(values[key], rel=1e-5, abs=1e-6), (row, key)
-    # the stage-3 row differs from the stage-2 row by more than the tolerance: weights were loaded
-    assert abs(expected["stages 1+2+3"]["psnr"] - expected["stages 1+2"]["psnr"]) > 1e-3
+            assert got[row][key] == pytest.approx(values[key], rel=1e-4), (row, key)
+    # the stage rows differ by far more than the tolerance, so the trained weights were loaded
+    ssim = [expected[r]["ssim"] for r in ("stage 1 only", "stages 1+2", "stages 1+2+3")]
+    assert min(abs(a - b) for a, b in zip(ssim, ssim[1:])) > 10 * 1e-4 * max(ssim)
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
