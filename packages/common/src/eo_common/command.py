@@ -148,6 +148,9 @@ class Command:
         defaults: this command's defaults where they differ from the dataclass',
             ``{"run.output_dir": "runs/cr_train", "optim.lr": 1e-4}``.
         run_folder: the command writes a run folder (``config.run``) and follows the rerun rule.
+        metrics: the headline metric names its ``summary.json`` ``metrics`` holds (``"val/mcc"``,
+            ``"val/kappa"``); each is also logged every validation under the same name. What
+            ``eolab sweep`` may optimise and prune on.
     """
 
     def __init__(
@@ -161,6 +164,7 @@ class Command:
         aliases: Mapping[str, str] | None = None,
         defaults: Mapping[str, Any] | None = None,
         run_folder: bool = True,
+        metrics: Sequence[str] = (),
     ):
         if not is_dataclass(config):
             raise TypeError(f"{prog}: config must be a dataclass, got {config!r}")
@@ -172,6 +176,7 @@ class Command:
         self.aliases = dict(aliases or {})
         self.defaults = dict(defaults or {})
         self.run_folder = run_folder
+        self.metrics = tuple(metrics)
         self._leaves: list[_Leaf] | None = None
 
     # ------------------------------------------------------------------ declaration -> parser
