@@ -456,8 +456,11 @@ def fit_run(
             ckpt_path = str(last)
         elif rank0:
             print(f"{command}: no {last} yet: starting the run from epoch 0", file=sys.stderr)
+    from ..sweep.pruning import trial_callbacks  # the sweep's pruning callback; [] outside a sweep
+
+    callbacks = [*extra_callbacks, *trial_callbacks()]
     trainer = build_trainer(
-        run, optim, run_dir, monitor, mode, extra_callbacks, command=command, **trainer_kwargs
+        run, optim, run_dir, monitor, mode, callbacks, command=command, **trainer_kwargs
     )
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
