@@ -249,10 +249,11 @@ class Command:
             if leaf.meta.get("required"):
                 help_text += " [required]"
             if leaf.meta.get("positional"):
+                many = typing.get_origin(leaf.hint) is list  # nargs="*" takes the item type
                 group.add_argument(
                     leaf.key,
-                    type=leaf.hint,
-                    nargs="*" if typing.get_origin(leaf.hint) is list else "?",
+                    type=typing.get_args(leaf.hint)[0] if many else leaf.hint,
+                    nargs="*" if many else "?",
                     default=leaf.default,
                     help=help_text,
                 )
