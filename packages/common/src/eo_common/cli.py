@@ -223,6 +223,8 @@ def _build_parser() -> argparse.ArgumentParser:
     f.add_argument("--only", nargs="+", default=None, metavar="KEY", help="fetch only these sets")
     ssub.add_parser("list", help="list the sample sets, where they come from and whether present")
 
+    sub.add_parser("sweep", help="sweeps and ablations on Optuna: run, report, presets")
+    sub.add_parser("runs", help="compare run folders: differing config, metrics, curves")
     d = sub.add_parser("demo", help="run every installed package's demo and write REPORT.md")
     d.add_argument(
         "--only",
@@ -251,6 +253,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``eolab`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("sweep", "runs"):  # command groups of eo_common.sweep.cli
+        from eo_common.sweep.cli import GROUPS
+
+        return GROUPS[argv[0]](argv[1:])
     args = _build_parser().parse_args(argv)
     if args.command == "info":
         print("\n".join(info_lines()))
