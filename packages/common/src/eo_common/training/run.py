@@ -207,7 +207,11 @@ def build_loggers(run: RunConfig, run_dir: Path, command: str = "eolab") -> list
             try:
                 from lightning.pytorch.loggers import MLFlowLogger
 
-                uri = run.log_uri or (Path(run_dir).resolve() / "mlruns").as_uri()
+                uri = run.log_uri
+                if not uri:  # a local file store shared by the runs of one output folder
+                    uri = (Path(run.output_dir).resolve() / "mlruns").as_uri()
+                    # MLflow 3 keeps its file store in maintenance mode and refuses it unless told
+                    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
                 loggers.append(
                     MLFlowLogger(
                         experiment_name=command,
