@@ -40,7 +40,12 @@ GOOD = {
         "model.x": {"type": "float", "low": -2, "high": 3},
         "model.y": {"type": "int", "low": 0, "high": 4, "step": 2},
         "model.kind": ["a", "b"],
-        "optim.T_0": {"type": "int", "low": 5, "high": 20, "when": {"optim.scheduler": "cosine_restarts"}},
+        "optim.T_0": {
+            "type": "int",
+            "low": 5,
+            "high": 20,
+            "when": {"optim.scheduler": "cosine_restarts"},
+        },
     },
     "objective": {"metric": "val/score", "direction": "max"},
     "trials": 4,
@@ -95,7 +100,9 @@ def test_unknown_command_and_command_without_declared_metrics(tmp_path):
     assert err.value.problems == ["command: 'toy-quadd' is not an installed console script"]
     with pytest.raises(ConfigError) as err:
         load_sweep(write(tmp_path, {**GOOD, "command": "eolab"}))  # a console script, not a Command
-    assert err.value.problems[0].startswith("command: eolab (eo_common.cli:main) is not an eolab Command")
+    assert err.value.problems[0].startswith(
+        "command: eolab (eo_common.cli:main) is not an eolab Command"
+    )
     with pytest.raises(ConfigError) as err:
         load_sweep(write(tmp_path, {**GOOD, "command": "eolab_sweep_toys:nothing"}))
     assert err.value.problems[0].startswith("command: cannot import eolab_sweep_toys:nothing")
@@ -133,7 +140,12 @@ def test_a_good_sweep_reads_as_written(tmp_path):
     assert command.prog == "toy-quad" and spec.mode == "space" and spec.trials == 4
     assert spec.direction == "maximize" and spec.metric == "val/score"
     assert spec.seeds == [10, 11, 12]  # seeds start at the base seed
-    assert spec.base_values == {"optim.epochs": 2, "data.delay_s": 0.0, "run.seed": 10, "model.use_bonus": False}
+    assert spec.base_values == {
+        "optim.epochs": 2,
+        "data.delay_s": 0.0,
+        "run.seed": 10,
+        "model.use_bonus": False,
+    }
     assert spec.pruning == {"type": "median", "warmup_epochs": 1, "startup_trials": 3}
     # conditional field: sampled only when its condition holds (base scheduler is cosine)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -152,7 +164,11 @@ def test_variants_points_and_paths_relative_to_the_sweep_file(tmp_path):
     (tmp_path / "data").mkdir()
     data = {k: v for k, v in GOOD.items() if k not in ("space", "trials")}
     data["base"] = {"data": {"root": "data"}}
-    data["variants"] = {"full": {}, "no_bonus": {"model.use_bonus": False}, "kind_c": {"model": {"kind": "c"}}}
+    data["variants"] = {
+        "full": {},
+        "no_bonus": {"model.use_bonus": False},
+        "kind_c": {"model": {"kind": "c"}},
+    }
     spec, _ = load_sweep(write(tmp_path, data))
     assert spec.base_values["data.root"] == str(tmp_path / "data")
     assert spec.mode == "variants" and spec.trials == 3 and spec.baseline == "full"
@@ -171,13 +187,22 @@ def test_paired_delta_matches_scipy_and_the_noise_verdict():
     assert pair["n"] == 4
     assert pair["delta"] == pytest.approx(sum(clear[s] - base[s] for s in base) / 4)
     assert pair["p"] == pytest.approx(ttest_rel(list(clear.values()), list(base.values())).pvalue)
-    rows = {r["variant"]: r for r in ablation_rows({"full": base, "c": clear, "n": noisy, "one": {0: 31.0}}, "full", "maximize")}
+    rows = {
+        r["variant"]: r
+        for r in ablation_rows(
+            {"full": base, "c": clear, "n": noisy, "one": {0: 31.0}}, "full", "maximize"
+        )
+    }
     assert rows["full"]["verdict"] == "baseline"
     assert rows["c"]["verdict"] == "worse"
     assert rows["n"]["verdict"] == "within seed noise"
     assert rows["one"]["verdict"] == "one seed: noise unknown"
-    assert rows["c"]["sd"] == pytest.approx(float(__import__("numpy").std(list(clear.values()), ddof=1)))
-    minimize = {r["variant"]: r for r in ablation_rows({"full": base, "c": clear}, "full", "minimize")}
+    assert rows["c"]["sd"] == pytest.approx(
+        float(__import__("numpy").std(list(clear.values()), ddof=1))
+    )
+    minimize = {
+        r["variant"]: r for r in ablation_rows({"full": base, "c": clear}, "full", "minimize")
+    }
     assert minimize["c"]["verdict"] == "better"
     same = paired_delta({0: 1.5, 1: 2.5}, {0: 1.0, 1: 2.0})  # identical differences: no spread
     assert same["p"] == 0.0 and math.isclose(same["delta"], 0.5)
@@ -194,7 +219,9 @@ def test_unreachable_storage_is_one_line(tmp_path):
     assert done.returncode == 2
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("eolab sweep run: error: --storage postgresql://eolab:***@127.0.0.1:1/none: cannot connect")
+    assert lines[0].startswith(
+        "eolab sweep run: error: --storage postgresql://eolab:***@127.0.0.1:1/none: cannot connect"
+    )
     assert "secret" not in done.stderr and not out.exists()
 
 

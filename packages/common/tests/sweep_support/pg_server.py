@@ -88,14 +88,34 @@ def throwaway_postgres() -> Iterator[str]:
         )
 
     try:
-        done = run([initdb, "-D", str(data), "-U", "eolab", "--auth=trust", "-E", "UTF8", "--no-sync"])
+        done = run(
+            [initdb, "-D", str(data), "-U", "eolab", "--auth=trust", "-E", "UTF8", "--no-sync"]
+        )
         if done.returncode != 0:
             raise Unavailable(f"initdb failed: {(done.stderr or done.stdout).strip()[-300:]}")
         options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        done = run([pg_ctl, "-D", str(data), "-l", str(folder / "server.log"), "-o", options, "-w", "start"])
+        done = run(
+            [
+                pg_ctl,
+                "-D",
+                str(data),
+                "-l",
+                str(folder / "server.log"),
+                "-o",
+                options,
+                "-w",
+                "start",
+            ]
+        )
         if done.returncode != 0:
-            log = (folder / "server.log").read_text(errors="replace")[-300:] if (folder / "server.log").exists() else ""
-            raise Unavailable(f"pg_ctl start failed: {(done.stderr or done.stdout).strip()[-200:]} {log}")
+            log = (
+                (folder / "server.log").read_text(errors="replace")[-300:]
+                if (folder / "server.log").exists()
+                else ""
+            )
+            raise Unavailable(
+                f"pg_ctl start failed: {(done.stderr or done.stdout).strip()[-200:]} {log}"
+            )
         try:
             yield f"postgresql://eolab@127.0.0.1:{port}/postgres"
         finally:

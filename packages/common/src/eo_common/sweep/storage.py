@@ -303,12 +303,12 @@ def reap_dead_trials(study: Any, storage: Any, *, grace_s: float, max_retry: int
         if not _dead(trial.user_attrs.get(WORKER_ATTR), trial.datetime_start, grace_s):
             continue
         tid = trial_id_of(storage, study, trial.number)
-        try:
+        try:  # (a journal refuses attributes of a finished trial: say why first)
+            storage.set_trial_user_attr(tid, "error", "its worker process died; retried")
             if not storage.set_trial_state_values(tid, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker failed it first and queued the retry
-        storage.set_trial_user_attr(tid, "error", "its worker process died; retried")
         RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, storage.get_trial(tid))
         failed.append(trial.number)
     return failed

@@ -184,6 +184,8 @@ class _Worker:
                     return "surplus"
                 overrides = self.spec.suggest(trial)
                 origin = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+                if frozen.user_attrs.get("error"):  # a retry inherits its original's attributes
+                    self.storage.set_trial_user_attr(tid, "error", "")
                 return self._run_seeds(trial, tid, overrides, origin)
             except KeyboardInterrupt:
                 self._give_back(tid)
@@ -196,8 +198,8 @@ class _Worker:
         from optuna.trial import TrialState
 
         try:
+            self.storage.set_trial_user_attr(tid, "error", "interrupted; queued again")
             if self.storage.set_trial_state_values(tid, state=TrialState.FAIL):
-                self.storage.set_trial_user_attr(tid, "error", "interrupted; queued again")
                 retry = RetryHeartbeatStaleTrialCallback(max_retry=self.s.max_retry)
                 retry(self.study, self.storage.get_trial(tid))
         except optuna.exceptions.UpdateFinishedTrialError:
