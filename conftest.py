@@ -21,7 +21,6 @@ def pytest_configure(config):  # noqa: ARG001 - pytest hook signature
     torch.set_num_threads(1)
 
 
-
 @pytest.fixture
 def unwritable_dir(tmp_path):
     """A folder in which nothing can be created, for this user.

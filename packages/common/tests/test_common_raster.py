@@ -109,7 +109,7 @@ def test_write_2d_bool_and_dtype_cast(tmp_path):
     r = read_raster(_write(tmp_path / "m.tif", mask))
     assert r.array.shape == (1, 10, 12) and r.array.dtype == np.uint8
     np.testing.assert_array_equal(r.array[0], mask.astype(np.uint8))
-    assert r.band_names is None
+    assert r.band_names == ["band_1"]  # every band gets a description
     r = read_raster(_write(tmp_path / "c.tif", np.full((1, 4, 4), 3.7), dtype="float32"))
     assert r.array.dtype == np.float32
     assert read_raster(tmp_path / "c.tif", dtype="float64").array.dtype == np.float64

@@ -33,13 +33,18 @@ Tiling and blending
 """
 
 from .io import (
+    ClassInfo,
     Raster,
     RasterError,
     RasterNotFoundError,
     check_not_all_nodata,
     check_same_grid,
+    finalize_geotiff,
+    is_gdal_path,
     missing_mask,
+    read_class_names,
     read_raster,
+    write_class_map,
     write_raster,
 )
 from .predict import predict_array_tiled, sliding_window_predict
@@ -63,4 +68,9 @@ __all__ = [
     "predict_array_tiled",
     "iter_tiles",
     "RESAMPLING_METHODS",
+    "ClassInfo",
+    "write_class_map",
+    "read_class_names",
+    "finalize_geotiff",
+    "is_gdal_path",
 ]

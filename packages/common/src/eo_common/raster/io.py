@@ -10,14 +10,14 @@ the file path: a missing file (:class:`RasterNotFoundError`, also a :class:`File
 GDAL cannot open, a wrong band count, a window outside the raster, grids that differ
 (:func:`check_same_grid` names both files and what differs), and an all-nodata tile
 (:func:`check_not_all_nodata`). NaN is read and written as is; wherever a pixel is judged *missing*
-(:func:`missing_mask`), NaN counts as missing exactly like the nodata value does.
+(:func:`missing_mask`), NaN and +-inf count as missing exactly like the nodata value does.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +28,7 @@ import rasterio.errors
 import rasterio.warp
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from eo_common.io import atomic_temp_path
@@ -60,8 +61,30 @@ class RasterNotFoundError(RasterError, FileNotFoundError):
     """The raster file does not exist (both a :class:`RasterError` and a :class:`FileNotFoundError`)."""
 
 
+def is_gdal_path(path: PathLike) -> bool:
+    """True for GDAL virtual paths and URLs (``/vsizip/...``, ``/vsimem/...``, ``s3://...``).
+
+    Example:
+        >>> is_gdal_path("/vsizip/scene.zip/B04.tif"), is_gdal_path("s3://bucket/x.tif")
+        (True, True)
+        >>> is_gdal_path("data/B04.tif")
+        False
+    """
+    text = os.fspath(path)
+    return text.startswith("/vsi") or "://" in text
+
+
 def _open(path: PathLike) -> rasterio.io.DatasetReader:
-    """Open ``path`` for reading, turning GDAL's errors into :class:`RasterError`."""
+    """Open ``path`` for reading, turning GDAL's errors into :class:`RasterError`.
+
+    Local paths are checked first (a clear "no such file"); GDAL virtual paths and URLs
+    (:func:`is_gdal_path`) go straight to GDAL.
+    """
+    if is_gdal_path(path):
+        try:
+            return rasterio.open(os.fspath(path))
+        except rasterio.errors.RasterioIOError as exc:
+            raise RasterNotFoundError(f"GDAL cannot open it ({exc})", os.fspath(path)) from exc
     path = Path(path)
     if not path.exists():
         raise RasterNotFoundError("no such file", path)
@@ -262,12 +285,19 @@ def write_raster(
     compress: str | None = "deflate",
     tiled: bool = True,
     blocksize: int = 256,
+    overviews: bool | None = None,
+    overview_resampling: str = "average",
+    cog: bool = False,
+    colormap: Mapping[int, Sequence[int]] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a GeoTIFF atomically, keeping CRS, transform, nodata and dtype exactly.
 
     The file is written to a temporary name beside ``path`` and renamed over ``path`` only when
     complete, so a crash never leaves a truncated GeoTIFF. DEFLATE uses the horizontal-differencing
-    predictor for integers and the floating-point predictor for floats (both lossless).
+    predictor for integers and the floating-point predictor for floats (both lossless). The file is
+    what GIS software expects: internally tiled, compressed, with overviews when it is larger than one
+    tile, nodata set and a description on every band; with ``cog`` a valid Cloud-Optimised GeoTIFF.
 
     Args:
         path: destination ``.tif``; parent folders are created.
@@ -277,11 +307,19 @@ def write_raster(
         transform: affine transform of the upper-left pixel corner.
         nodata: nodata value (NaN allowed for float data); must fit the dtype.
         dtype: cast to this dtype before writing (None keeps ``array.dtype``).
-        band_names: one description per band (shown by QGIS and returned by :func:`read_raster`).
+        band_names: one description per band (shown by QGIS and returned by :func:`read_raster`);
+            default ``band_1``, ``band_2``, ...
         compress: GDAL compression name, or None for none.
         tiled: write ``blocksize`` x ``blocksize`` tiles when the raster is at least one block in
             both directions (smaller rasters are written as strips).
         blocksize: tile size, a multiple of 16 (a TIFF requirement).
+        overviews: build internal overviews (halvings down to one tile); None = when the raster is
+            larger than one tile in either direction.
+        overview_resampling: ``"average"`` for continuous values, ``"nearest"`` or ``"mode"`` for
+            classes (an overview never holds a class code that does not exist).
+        cog: write a Cloud-Optimised GeoTIFF (GDAL's COG driver; overviews always, tiles in order).
+        colormap: ``{value: (r, g, b[, a])}`` colour table of band 1 (uint8/uint16 data).
+        tags: dataset metadata items.
 
     Returns:
         ``Path(path)``.
@@ -300,27 +338,229 @@ def write_raster(
     count, height, width = array.shape
     if nodata is not None and not _fits_dtype(float(nodata), array.dtype):
         raise RasterError(f"nodata {nodata} does not fit dtype {array.dtype}", path)
-    if band_names is not None:
-        band_names = [str(n) for n in band_names]
-        if len(band_names) != count:
-            raise RasterError(f"{len(band_names)} band names for {count} band(s)", path)
+    if band_names is None:
+        band_names = [f"band_{i}" for i in range(1, count + 1)]
+    band_names = [str(n) for n in band_names]
+    if len(band_names) != count:
+        raise RasterError(f"{len(band_names)} band names for {count} band(s)", path)
     if blocksize <= 0 or blocksize % 16:
         raise RasterError(f"blocksize must be a positive multiple of 16, got {blocksize}", path)
+    if colormap is not None and array.dtype not in (np.uint8, np.uint16):
+        raise RasterError(f"a colour table needs uint8 or uint16 data, got {array.dtype}", path)
+    _resampling_enum(overview_resampling, path)
     profile = _geotiff_profile(
         count, height, width, array.dtype, crs, transform, nodata, compress, tiled, blocksize
     )
+    if overviews is None:
+        overviews = max(height, width) > blocksize
     tmp = atomic_temp_path(path)
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(array)
-            if band_names is not None:
-                for i, name in enumerate(band_names, start=1):
-                    dst.set_band_description(i, name)
+            for i, name in enumerate(band_names, start=1):
+                dst.set_band_description(i, name)
+            if colormap is not None:
+                dst.write_colormap(1, {int(k): tuple(v) for k, v in colormap.items()})
+            if tags:
+                dst.update_tags(**{k: str(v) for k, v in tags.items()})
+            if overviews and not cog:
+                _build_overviews(dst, overview_resampling, blocksize)
+        if cog:
+            tmp = _to_cog(tmp, path, overview_resampling, blocksize, compress, array.dtype)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _resampling_enum(name: str, path: PathLike) -> Resampling:
+    try:
+        return Resampling[name]
+    except KeyError:
+        raise RasterError(f"unknown overview resampling {name!r}", path) from None
+
+
+def _overview_factors(height: int, width: int, blocksize: int) -> list[int]:
+    """Halvings until the overview fits in one tile: [2, 4, 8, ...]."""
+    factors, factor = [], 2
+    while max(height, width) / (factor // 2) > blocksize:
+        factors.append(factor)
+        factor *= 2
+    return factors
+
+
+def _build_overviews(dst: Any, resampling: str, blocksize: int) -> None:
+    factors = _overview_factors(dst.height, dst.width, blocksize)
+    if factors:
+        dst.build_overviews(factors, _resampling_enum(resampling, dst.name))
+        dst.update_tags(ns="rio_overview", resampling=resampling)
+
+
+def _to_cog(
+    src_path: Path, path: Path, resampling: str, blocksize: int, compress: str | None, dtype: Any
+) -> Path:
+    """Copy a GeoTIFF into a COG beside ``path`` with GDAL's COG driver; return the new temp."""
+    import rasterio.shutil
+
+    options: dict[str, Any] = {
+        "BLOCKSIZE": blocksize,
+        "OVERVIEW_RESAMPLING": resampling.upper(),
+        "BIGTIFF": "IF_SAFER",
+        "COMPRESS": (compress or "NONE").upper(),
+    }
+    if compress and compress.lower() in ("deflate", "lzw", "zstd"):
+        kind = np.dtype(dtype).kind
+        options["PREDICTOR"] = "FLOATING_POINT" if kind == "f" else "STANDARD"
+    out = atomic_temp_path(path)
+    try:
+        rasterio.shutil.copy(src_path, out, driver="COG", **options)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    finally:
+        src_path.unlink(missing_ok=True)
+    return out
+
+
+def finalize_geotiff(
+    path: PathLike, *, cog: bool = True, overview_resampling: str = "average", blocksize: int = 256
+) -> Path:
+    """Give an already written GeoTIFF (e.g. a streamed prediction) overviews, or make it a COG.
+
+    The file is replaced atomically; GDAL streams the copy, so memory stays flat with the scene size.
+
+    Example:
+        >>> finalize_geotiff("class_map.tif", overview_resampling="nearest")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if cog:
+        import shutil
+
+        work = atomic_temp_path(path)
+        shutil.copyfile(path, work)
+        try:
+            out = _to_cog(work, path, overview_resampling, blocksize, "deflate", _dtype_of(path))
+            os.replace(out, path)
+        except BaseException:
+            work.unlink(missing_ok=True)
+            raise
+        return path
+    with rasterio.open(path, "r+") as dst:
+        _build_overviews(dst, overview_resampling, blocksize)
+    return path
+
+
+def _dtype_of(path: PathLike) -> np.dtype:
+    with _open(path) as src:
+        return np.dtype(src.dtypes[0])
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One class of a class map: its value in the raster, its name and its colour (r, g, b)."""
+
+    value: int
+    name: str
+    color: tuple[int, int, int]
+
+
+def write_class_map(
+    path: PathLike,
+    labels: np.ndarray,
+    *,
+    crs: CRS | str | None,
+    transform: Affine,
+    classes: Sequence[ClassInfo],
+    nodata: int | None = 255,
+    description: str = "class",
+    cog: bool = True,
+) -> Path:
+    """Write a class map (one uint8 band) that GIS software shows coloured and labelled on open.
+
+    Written: the COG (or tiled GeoTIFF) with a colour table and ``mode``-resampled overviews, the band
+    description, one ``class_<value>=<name>`` metadata item per class; beside it GDAL's ``<file>.aux.xml``
+    with the category names (read by GDAL, QGIS, ArcGIS) and a QGIS style ``<stem>.qml`` (paletted
+    renderer: colours and labels), which QGIS applies when the layer is opened.
+
+    Args:
+        path: destination ``.tif``.
+        labels: ``(H, W)`` integer class values (and ``nodata``).
+        crs, transform: georeference.
+        classes: value, name and colour of every class.
+        nodata: the value of pixels without a class (shown transparent), or None.
+        description: band description.
+        cog: write a Cloud-Optimised GeoTIFF.
+
+    Example:
+        >>> risk = [ClassInfo(0, "low", (26, 150, 65)), ClassInfo(1, "medium", (253, 174, 97)),
+        ...         ClassInfo(2, "high", (215, 25, 28))]
+        >>> write_class_map("risk.tif", labels, crs=crs, transform=t, classes=risk)  # doctest: +SKIP
+    """
+    from xml.sax.saxutils import quoteattr
+
+    from ..io import atomic_write
+
+    labels = np.asarray(labels)
+    if labels.ndim == 3 and labels.shape[0] == 1:
+        labels = labels[0]
+    if labels.ndim != 2:
+        raise RasterError(f"a class map is (H, W), got shape {labels.shape}", path)
+    if labels.dtype.kind == "f":
+        raise RasterError("class values must be integers, not floats", path)
+    values = [c.value for c in classes]
+    if len(set(values)) != len(values) or not all(0 <= v <= 254 for v in values):
+        raise RasterError(f"class values must be distinct in 0..254, got {values}", path)
+    colormap = {c.value: (*c.color, 255) for c in classes}
+    if nodata is not None:
+        colormap[int(nodata)] = (0, 0, 0, 0)
+    path = write_raster(
+        path,
+        labels.astype(np.uint8)[None],
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        band_names=[description],
+        overview_resampling="mode",
+        cog=cog,
+        colormap=colormap,
+        tags={f"class_{c.value}": c.name for c in classes},
+    )
+    names = {c.value: c.name for c in classes}
+    top = max(values)
+    categories = "".join(f"      <Category>{names.get(v, '')}</Category>\n" for v in range(top + 1))
+    with atomic_write(Path(f"{path}.aux.xml"), "w") as f:
+        f.write(
+            '<PAMDataset>\n  <PAMRasterBand band="1">\n'
+            f"    <Description>{description}</Description>\n"
+            f"    <CategoryNames>\n{categories}    </CategoryNames>\n"
+            "  </PAMRasterBand>\n</PAMDataset>\n"
+        )
+    entries = "".join(
+        f'        <paletteEntry value="{c.value}" color="#{c.color[0]:02x}{c.color[1]:02x}'
+        f'{c.color[2]:02x}" alpha="255" label={quoteattr(c.name)}/>\n'
+        for c in classes
+    )
+    with atomic_write(path.with_suffix(".qml"), "w") as f:
+        f.write(
+            "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+            '<qgis version="3.28.0" styleCategories="Symbology">\n  <pipe>\n'
+            '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1">\n'
+            f"      <colorPalette>\n{entries}      </colorPalette>\n"
+            "    </rasterrenderer>\n  </pipe>\n</qgis>\n"
+        )
+    return path
+
+
+def read_class_names(path: PathLike) -> dict[int, str]:
+    """``{value: name}`` of a class map written by :func:`write_class_map` (from its metadata)."""
+    with _open(path) as src:
+        tags = src.tags()
+    out = {}
+    for key, name in tags.items():
+        if key.startswith("class_") and key[6:].isdigit():
+            out[int(key[6:])] = name
+    return dict(sorted(out.items()))
 
 
 def _geotiff_profile(
@@ -412,7 +652,8 @@ def check_same_grid(paths: Sequence[PathLike]) -> None:
 def missing_mask(array: np.ndarray, nodata: float | None, rule: Literal["any", "all"] = "any"):
     """``(H, W)`` bool mask of missing pixels of a ``(C, H, W)`` array.
 
-    A band value is missing when it equals ``nodata`` or is NaN. With ``rule="any"`` a pixel is missing
+    A band value is missing when it equals ``nodata`` or is not finite (NaN, +inf, -inf: no sensor
+    measures infinity; GDAL writes it for failed computations). With ``rule="any"`` a pixel is missing
     when any of its bands is (the input of a model is then incomplete); with ``"all"`` only when every
     band is (GDAL's dataset-mask convention).
 
@@ -420,24 +661,26 @@ def missing_mask(array: np.ndarray, nodata: float | None, rule: Literal["any", "
         >>> x = np.array([[[1.0, -9999.0]], [[2.0, 3.0]]])
         >>> missing_mask(x, -9999).tolist(), missing_mask(x, -9999, "all").tolist()
         ([[False, True]], [[False, False]])
+        >>> missing_mask(np.array([[np.inf, -np.inf, np.nan, 0.0]]), None).tolist()
+        [[True, True, True, False]]
     """
     array = np.asarray(array)
     if array.ndim == 2:
         array = array[None]
     per_band = np.zeros(array.shape, dtype=bool)
     if array.dtype.kind in "fc":
-        per_band |= np.isnan(array)
+        per_band |= ~np.isfinite(array)
     if nodata is not None and not math.isnan(nodata):
         per_band |= array == nodata
     return per_band.any(axis=0) if rule == "any" else per_band.all(axis=0)
 
 
 def check_not_all_nodata(array: np.ndarray, nodata: float | None, where: str) -> None:
-    """Raise :class:`RasterError` when every value of ``array`` is nodata or NaN.
+    """Raise :class:`RasterError` when every value of ``array`` is nodata, NaN or +-inf.
 
     Args:
         array: any shape, e.g. a ``(C, t, t)`` tile.
-        nodata: the nodata value (None: only NaN counts as missing).
+        nodata: the nodata value (None: only NaN and +-inf count as missing).
         where: names the file (and window) in the message, e.g. ``"stack.tif window (0, 256)"``.
 
     Example:
@@ -449,7 +692,7 @@ def check_not_all_nodata(array: np.ndarray, nodata: float | None, where: str) ->
     array = np.asarray(array)
     missing = np.zeros(array.shape, dtype=bool)
     if array.dtype.kind in "fc":
-        missing |= np.isnan(array)
+        missing |= ~np.isfinite(array)
     if nodata is not None and not math.isnan(nodata):
         missing |= array == nodata
     if missing.all():

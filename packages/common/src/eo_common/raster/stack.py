@@ -164,6 +164,8 @@ def stack_bands(
             out[i : i + count] = dest
         for b in range(1, count + 1):
             desc = meta["descriptions"][b - 1]
+            if desc == f"band_{b}":  # write_raster's default description names nothing
+                desc = None
             names.append(desc if desc else (path.stem if count == 1 else f"{path.stem}:{b}"))
         i += count
     return Raster(out, dst_crs, dst_transform, nodata, names)
