@@ -236,3 +236,21 @@ def test_presets_resolve_and_parse_as_package_sweep_files():
         assert data["command"] in ("cr-train", "glacier-train") and data["objective"]["metric"]
     with pytest.raises(ConfigError, match="no preset glacier_seg:ablatio"):
         find_sweep_file("glacier_seg:ablatio")
+
+
+def test_a_sweep_folder_of_another_sweep_is_refused_before_anything_is_written(tmp_path, capsys):
+    from eo_common.sweep.cli import sweep_run
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sweep.yaml").write_text(yaml.safe_dump({"name": "other", "command": "x"}))
+    before = sorted(p.name for p in out.iterdir())
+    assert sweep_run([str(write(tmp_path, GOOD)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds another sweep (differs in " in err[0] and "--out" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert sweep_run([str(write(tmp_path, GOOD)), "--out", str(out), "--gpus", "0,x"]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == "eolab sweep run: error: --gpus: comma-separated GPU ids like 0,1,2, got '0,x'"
+    )

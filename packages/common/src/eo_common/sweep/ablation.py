@@ -19,7 +19,7 @@ Example:
     >>> rows = ablation_rows({"full": {0: 30.0, 1: 30.4, 2: 29.8},
     ...                       "no_fft": {0: 29.0, 1: 29.5, 2: 28.7}}, "full", "maximize")
     >>> [(r["variant"], round(r["delta"], 3), r["verdict"]) for r in rows]
-    [('full', 0.0, 'baseline'), ('no_fft', -0.933, 'worse')]
+    [('full', 0.0, 'baseline'), ('no_fft', -1.0, 'worse')]
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from .storage import (
 )
 from .worker import WorkerSettings, run_worker, settings_json
 
-__all__ = ["run_sweep", "study_counts", "sweep_folder"]
+__all__ = ["run_sweep", "study_counts", "sweep_folder", "worker_devices"]
 
 
 def sweep_folder(cfg: Any, spec: Any) -> Path:
@@ -45,6 +45,18 @@ def _parse_gpus(text: str) -> list[str]:
     if bad:
         raise UserError(f"--gpus: comma-separated GPU ids like 0,1,2, got {text!r}")
     return items
+
+
+def worker_devices(workers: int, gpus: list[str]) -> list[str | None]:
+    """``CUDA_VISIBLE_DEVICES`` of each worker: ``workers`` per GPU, or None each without ``--gpus``.
+
+    Example:
+        >>> worker_devices(2, ["0", "3"]), worker_devices(3, [])
+        (['0', '0', '3', '3'], [None, None, None])
+    """
+    if not gpus:
+        return [None] * workers
+    return [g for g in gpus for _ in range(workers)]
 
 
 def study_counts(study: Any) -> dict[str, int]:
@@ -106,7 +118,8 @@ def run_sweep(cfg: Any) -> int:
         grace_s=cfg.grace_s,
         max_retry=cfg.max_retry,
     )
-    n_workers = cfg.workers * max(1, len(gpus))
+    devices = worker_devices(cfg.workers, gpus)
+    n_workers = len(devices)
     before = study_counts(study)
     print(
         f"eolab sweep {spec.name}: {spec.command}, {spec.mode} of {spec.trials} trial(s) x "
@@ -123,7 +136,7 @@ def run_sweep(cfg: Any) -> int:
             signal.signal(signal.SIGTERM, previous)
         status = 0
     else:
-        status = _run_workers(settings, n_workers, gpus)
+        status = _run_workers(settings, devices)
     counts = study_counts(study)
     seconds = time.perf_counter() - t0
     print(
@@ -142,14 +155,13 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _run_workers(settings: WorkerSettings, n_workers: int, gpus: list[str]) -> int:
-    """Start ``n_workers`` worker processes and wait for them; 0 if all ended well."""
+def _run_workers(settings: WorkerSettings, devices: list[str | None]) -> int:
+    """Start one worker process per entry of ``devices`` and wait for them; 0 if all ended well."""
     procs: list[tuple[int, subprocess.Popen]] = []
-    per_gpu = max(1, n_workers // max(1, len(gpus)))
-    for index in range(n_workers):
+    for index, device in enumerate(devices):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[index // per_gpu]
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = device
         settings.index = index
         argv = [sys.executable, "-m", "eo_common.sweep.worker", settings_json(settings)]
         procs.append((index, subprocess.Popen(argv, env=env)))
