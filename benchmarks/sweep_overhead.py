@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -35,10 +36,16 @@ def env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(SUPPORT) + (os.pathsep + path if path else ""))
 
 
+CPU: list[float] = []  # CPU seconds (user + sys) of each timed command and all its subprocesses
+
+
 def timed(argv: list[str]) -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, env=env())
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"failed: {' '.join(argv)}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     return seconds
@@ -133,15 +140,20 @@ def main() -> None:
                     ]
                 )  # fmt: skip
             )
-            print(f"repeat {i}: by hand {by_hand[-1]:.1f} s, 1-trial sweep {one_trial[-1]:.1f} s, "
+            print(f"repeat {i} (load {os.getloadavg()[0]:.1f}): by hand {by_hand[-1]:.1f} s, "
+                  f"1-trial sweep {one_trial[-1]:.1f} s, "
                   f"2 trials 1 worker {one_worker[-1]:.1f} s, 2 workers {two_workers[-1]:.1f} s",
                   flush=True)  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
     med = statistics.median
+    cpu = {k: med(CPU[i::4]) for i, k in enumerate(("hand", "one", "w1", "w2"))}
     load_after = os.getloadavg()
     print(f"\nmachine: {os.cpu_count()} cores; load average before {load_before[0]:.2f}, "
           f"after {load_after[0]:.2f}; {args.repeats} repeats, toy-fit {args.epochs} epochs")  # fmt: skip
+    print(f"CPU seconds (median, process trees): by hand {cpu['hand']:.1f}, one-trial sweep "
+          f"{cpu['one']:.1f} (overhead {cpu['one'] - cpu['hand']:+.1f}), 2 trials 1 worker "
+          f"{cpu['w1']:.1f}, 2 workers {cpu['w2']:.1f}")  # fmt: skip
     print(f"by hand (median)            {med(by_hand):6.1f} s")
     print(f"one-trial sweep (median)    {med(one_trial):6.1f} s   overhead "
           f"{med(one_trial) - med(by_hand):+.1f} s ({med(one_trial) / med(by_hand):.2f}x)")  # fmt: skip

@@ -11,6 +11,7 @@ import contextlib
 import csv
 import importlib.util
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,9 @@ def test_mlflow_file_store_and_wandb_offline_get_the_logged_metrics(tmp_path, mo
 
         wandb.finish()  # a command's process ends the run at exit; this test process goes on
         (offline,) = (run / "wandb").glob("offline-run-*/run-*.wandb")
+        deadline = time.time() + 120  # wandb's service process writes the log after finish()
+        while b"val/loss" not in offline.read_bytes() and time.time() < deadline:
+            time.sleep(0.5)
         data = offline.read_bytes()
         assert b"val/loss" in data and b"train/loss" in data
 

@@ -58,7 +58,7 @@ def eolab(*args: str) -> list[str]:
     return [sys.executable, "-m", "eo_common.cli", *args]
 
 
-def quad_sweep(tmp_path: Path, *, trials: int = 6, epochs: int = 4, delay: float = 0.4) -> Path:
+def quad_sweep(tmp_path: Path, *, trials: int = 6, epochs: int = 5, delay: float = 0.8) -> Path:
     path = tmp_path / "quad.yaml"
     data = {
         "command": "eolab_sweep_toys:quad",
@@ -85,16 +85,21 @@ def open_study(out: Path, storage: str = ""):
 
 def _victim(out: Path, storage: str, deadline: float) -> tuple[int, str]:
     """(worker pid, trial folder) of a trial that is mid-way (an epoch done, not finished)."""
-    while time.time() < deadline:
-        for folder in sorted((out / "trials").glob("*")) if (out / "trials").is_dir() else []:
-            summary = read_summary(folder) or {}
-            if (folder / "state.json").is_file() and summary.get("status") == "running":
-                from optuna.trial import TrialState
+    from optuna.trial import TrialState
 
+    study = None
+    while time.time() < deadline:
+        if study is None:  # open the study once, as soon as the sweep has made it
+            try:
                 _, study = open_study(out, storage)
-                for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                    if f"trials/{folder.name}" in (t.user_attrs.get("run_dirs") or []):
-                        return int(t.user_attrs["eolab_worker"]["pid"]), folder.name
+            except Exception:  # noqa: BLE001 - not created yet
+                time.sleep(0.2)
+                continue
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            dirs = t.user_attrs.get("run_dirs") or []
+            worker = t.user_attrs.get("eolab_worker")
+            if dirs and worker and (out / dirs[0] / "state.json").is_file():
+                return int(worker["pid"]), Path(dirs[0]).name
         time.sleep(0.05)
     raise AssertionError("no trial reached the middle of its training in time")
 
@@ -149,7 +154,7 @@ def kill_one_worker_then_rerun(tmp_path: Path, storage: str) -> None:
         summary = read_summary(out / run)
         assert summary["status"] == "finished"
         p = t.params
-        expected = quad_score(p["model.x"], p["model.y"], p["model.kind"], True, 0) - 0.5**4
+        expected = quad_score(p["model.x"], p["model.y"], p["model.kind"], True, 0) - 0.5**5
         assert t.value == pytest.approx(expected) == summary["metrics"]["val/score"]
         if run == f"trials/{folder}":
             assert starts[0] == 0 and len(starts) == 2 and starts[1] >= 1, starts
