@@ -6,7 +6,8 @@ collation) iterated without a model, for ``num_workers`` 0 and 2. Model: U-Net (
 7 channels) forward + loss (focal + Dice + MCC) + backward + AdamW step on a fixed batch.
 Data loading is not the bottleneck when loader samples/s exceeds model samples/s.
 
-Fake GlacierHack tiles (eo_common.testing) are used so the run needs no download.
+Fake GlacierHack tiles (the organisers' layout, uint16 Landsat-8 DN, from the package's test-data
+generator ``packages/glacier_seg/tests/data/glacierhack.py``) are used so the run needs no download.
 
     python benchmarks/glacier_train_throughput.py [--batch_size 4] [--steps 5] [--encoder resnet34]
 """
@@ -14,30 +15,39 @@ Fake GlacierHack tiles (eo_common.testing) are used so the run needs no download
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import tempfile
 import time
+from pathlib import Path
 
 import torch
-from eo_common.testing import make_fake_glacierhack
-from glacier_seg.data import (
+from glacier_seg.config import LossConfig, ModelConfig
+from glacier_seg.data import GlacierTileDataset, Normalizer, collate, load_tiles
+from glacier_seg.layout import find_tiles
+from glacier_seg.model import build_loss, build_model
+from glacier_seg.sampling import (
     ClassBalancedCropSampler,
-    GlacierTileDataset,
-    Normalizer,
     WeightedTileSampler,
-    find_tiles,
     image_sampling_weights,
-    load_tiles,
 )
-from glacier_seg.model import LossConfig, ModelConfig, build_loss, build_model
 from glacier_seg.texture import GLCMConfig
-from glacier_seg.train import _collate
 from torch.utils.data import DataLoader
+
+_GENERATOR = Path(__file__).resolve().parents[1] / "packages/glacier_seg/tests/data/glacierhack.py"
+
+
+def _fake_data():
+    """The package's fake-data generator module (it lives beside the tests, not in a package)."""
+    spec = importlib.util.spec_from_file_location("glacier_fake_data", _GENERATOR)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def loader_rate(dataset, weights, batch_size: int, batches: int, workers: int) -> float:
     sampler = WeightedTileSampler(weights, num_samples=batch_size * (batches + 1), seed=0)
     loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=_collate
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate
     )
     it = iter(loader)
     next(it)  # worker start-up and first batch not counted
@@ -63,7 +73,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_fake_glacierhack(f"{tmp}/gh", n=4, size=512, seed=0)
+        root = _fake_data().make_organisers_train(f"{tmp}/gh", n=4, size=512, seed=0)
         t0 = time.perf_counter()
         arrays = load_tiles(find_tiles(root), glcm=GLCMConfig(), cache_dir=f"{tmp}/cache")
         t_glcm = time.perf_counter() - t0
@@ -81,7 +91,7 @@ def main() -> None:
         rates = {w: loader_rate(dataset, weights, args.batch_size, args.batches, w) for w in (0, 2)}
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(encoder_name=args.encoder, in_channels=7))
+    model = build_model(ModelConfig(encoder_name=args.encoder), in_channels=7)
     criterion = build_loss(LossConfig())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(args.batch_size, 7, 256, 256)

@@ -58,7 +58,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from risk_mapping.config import config_from_dict
+    from eo_common.config import config_from_dict
+    from risk_mapping.config import RiskConfig
     from risk_mapping.demo import _demo_config, _write_inputs
     from risk_mapping.pipeline import run_pipeline
 
@@ -74,10 +75,11 @@ def main() -> None:
             raw["inference"]["ensemble_seeds"] = [seed]
             raw["training"].update(epochs=args.epochs, patience=args.epochs)
             raw = _merge(raw, patch)
-            cfg = config_from_dict(raw)
+            raw.update(progress=False, overwrite=True)
+            cfg = config_from_dict(RiskConfig, raw)
             t0 = time.perf_counter()
-            run_pipeline(cfg, progress=False)
-            metrics = json.loads((Path(cfg.output_dir) / "evaluate" / "metrics.json").read_text())
+            run_pipeline(cfg)
+            metrics = json.loads((Path(cfg.run_dir) / "evaluate" / "metrics.json").read_text())
             for variant in ("no_crf", "crf"):
                 for m in METRICS:
                     results.setdefault(name, {}).setdefault(f"{variant}/{m}", []).append(

@@ -22,7 +22,7 @@ from scipy import ndimage
 
 
 def make_tiles(n: int, tile: int, bands: int, seed: int = 0):
-    from risk_mapping.data import TileSet
+    from risk_mapping.tiles import TileSet
 
     rng = np.random.default_rng(seed)
     field = ndimage.gaussian_filter(rng.standard_normal((n, tile, tile)), sigma=(0, 6, 6))
@@ -42,7 +42,12 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--ratio", type=float, default=0.5)
     args = parser.parse_args()
-    from risk_mapping.data import class_fractions, oversample_by_duplication, rich_mask, smote_tiles
+    from risk_mapping.oversample import (
+        class_fractions,
+        oversample_by_duplication,
+        rich_mask,
+        smote_tiles,
+    )
 
     t0 = time.perf_counter()
     import imblearn.over_sampling  # noqa: F401  (import time is reported separately)

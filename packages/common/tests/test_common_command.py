@@ -293,3 +293,18 @@ def test_summary_json_is_valid_json_while_running(tmp_path):
     folder.open()
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "running"
     assert run_status(tmp_path / "r") == "running"
+
+
+@dataclass
+class UrlConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    scene: str = opt("", help="raster: a file, a GDAL virtual path or a URL", path=True)
+
+
+def test_str_path_fields_keep_urls_and_resolve_relative_paths(tmp_path):
+    cmd = Command("urls", UrlConfig, f"{__name__}:toy_work", description="urls")
+    url = "/vsicurl/https://example.org/cog.tif"
+    assert cmd.parse(["--scene", url]).scene == url
+    assert cmd.parse(["--scene", "s3://bucket/a.tif"]).scene == "s3://bucket/a.tif"
+    (tmp_path / "c.yaml").write_text("scene: data/a.tif\n")
+    assert cmd.parse(["--config", str(tmp_path / "c.yaml")]).scene == str(tmp_path / "data/a.tif")

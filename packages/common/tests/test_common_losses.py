@@ -497,15 +497,49 @@ def test_ignored_pixels_change_neither_loss_nor_gradients(name):
     g = _rng(20)
     logits_a = torch.randn(1, channels, 2, 6, generator=g)
     logits_b = torch.where(ignored, 50 * torch.randn(1, channels, 2, 6, generator=g), logits_a)
+    logits_nan = torch.where(ignored, float("nan"), logits_a)  # NaN where ignored: no effect either
     results = []
-    for logits in (logits_a, logits_b):
+    for logits in (logits_a, logits_b, logits_nan):
         logits = logits.clone().requires_grad_(True)
         loss = loss_fn(logits, target)
         loss.backward()
         results.append((loss.detach(), logits.grad))
-    assert results[0][0].item() == pytest.approx(results[1][0].item(), rel=1e-6, abs=1e-7)
-    torch.testing.assert_close(results[0][1], results[1][1])
+    for other in results[1:]:
+        assert results[0][0].item() == pytest.approx(other[0].item(), rel=1e-6, abs=1e-7)
+        torch.testing.assert_close(results[0][1], other[1])
     assert (results[0][1][ignored] == 0).all()
+
+
+@pytest.mark.parametrize("name", ["focal", "dice", "mcc", "coral", "boundary"])
+def test_a_nan_logit_that_counts_makes_the_loss_nan(name):
+    """Issue 12: soft MCC read a NaN confusion matrix as the degenerate case (loss 1.0, gradient
+    NaN). Every segmentation loss gives NaN for a NaN logit at a pixel that takes part, so the
+    training logs show it and the NaN guard skips the step."""
+    cases = _ignore_cases()
+    loss_fn, channels = cases[name]
+    target = cases["_target"]
+    logits = torch.randn(1, channels, 2, 6, generator=_rng(22))
+    logits[0, 0, 0, 1] = float("nan")  # target 1 there: a pixel that counts
+    assert torch.isnan(loss_fn(logits, target))
+    if name == "mcc":
+        probs = F.softmax(logits, dim=1)
+        assert torch.isnan(L.soft_mcc(probs, target)) and torch.isnan(L.mcc_loss(logits, target))
+
+
+def test_l1_weight_zero_excludes_a_nan_pixel():
+    g = _rng(23)
+    pred, target = torch.rand(1, 2, 4, 4, generator=g), torch.rand(1, 2, 4, 4, generator=g)
+    weight = torch.ones(1, 1, 4, 4)
+    weight[0, 0, 1, 2] = 0
+    expected = L.l1_loss(pred, target, weight)
+    broken = pred.clone()
+    broken[0, 1, 1, 2] = float("nan")
+    broken.requires_grad_(True)
+    loss = L.l1_loss(broken, target, weight)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    assert torch.isfinite(broken.grad).all() and broken.grad[0, 1, 1, 2] == 0
+    assert torch.isnan(L.l1_loss(broken.detach(), target))  # weight 1 everywhere: it counts
 
 
 def test_mcc_under_bf16_autocast_keeps_float32_accuracy():

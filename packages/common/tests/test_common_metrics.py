@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from eo_common.metrics import (
-    LPIPS_WEIGHTS_HELP,
     ImageQualityMetrics,
     SegmentationMetrics,
     SpearmanRho,
@@ -26,6 +25,8 @@ from sklearn.metrics import (
     confusion_matrix,
     jaccard_score,
     matthews_corrcoef,
+    mean_absolute_error,
+    mean_squared_error,
     precision_recall_fscore_support,
 )
 from torchmetrics.functional.image import (
@@ -148,8 +149,9 @@ def test_ssim_rejects_small_images_and_bad_window():
 
 
 def test_sam_hand_computed_orthogonal_and_parallel():
-    p = torch.tensor([[1.0, 0.0], [2.0, 2.0]]).T.reshape(1, 2, 1, 2)  # pixels (1,0) and (2,2)
-    t = torch.tensor([[0.0, 5.0], [1.0, 1.0]]).T.reshape(1, 2, 1, 2)  # pixels (0,5) and (1,1)
+    f64 = torch.float64  # exact inputs, so that the tight bounds below hold on any CPU
+    p = torch.tensor([[1.0, 0.0], [2.0, 2.0]], dtype=f64).T.reshape(1, 2, 1, 2)  # (1,0), (2,2)
+    t = torch.tensor([[0.0, 5.0], [1.0, 1.0]], dtype=f64).T.reshape(1, 2, 1, 2)  # (0,5), (1,1)
     # angles: 90 deg and 0 deg -> mean 45 deg
     assert sam(p, t) == pytest.approx(45.0, abs=1e-5)
     assert sam(p, t, degrees=False) == pytest.approx(math.pi / 4, abs=1e-7)
@@ -224,6 +226,89 @@ def test_masked_metrics_match_selected_pixels():
         assert everything.compute()[key] == pytest.approx(value, rel=1e-12), key
 
 
+# ---------------------------------------------------------------------------- non-finite values
+def _tm_reference(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """torchmetrics' values for the same input (the reference of the non-finite rule)."""
+    from torchmetrics.functional.regression import mean_absolute_error, mean_squared_error
+    from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+    return {
+        "psnr": float(PeakSignalNoiseRatio(data_range=1.0)(pred, target)),
+        "mae": float(mean_absolute_error(pred, target)),
+        "rmse": math.sqrt(float(mean_squared_error(pred, target))),
+        "ssim": float(StructuralSimilarityIndexMeasure(data_range=1.0)(pred, target)),
+        "sam_rad": float(spectral_angle_mapper(pred, target)),
+    }
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-6)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_values_propagate_as_in_torchmetrics(bad):
+    """Issue 12: sam() skipped a NaN pixel while ImageQualityMetrics returned NaN. One rule now: a
+    non-finite value at a pixel that takes part gives torchmetrics' result, in both."""
+    g = torch.Generator().manual_seed(3)
+    target = torch.rand(2, 3, 24, 24, generator=g, dtype=torch.float64) + 0.05
+    pred = (target + 0.05 * torch.randn(2, 3, 24, 24, generator=g, dtype=torch.float64)).clamp(0, 1)
+    pred[1, 2, 7, 9] = bad
+    reference = _tm_reference(pred, target)
+    metric = ImageQualityMetrics()
+    metric.update(pred[:1], target[:1])
+    metric.update(pred[1:], target[1:])
+    out = metric.compute()
+    for key, value in reference.items():
+        assert _same(out[key], value), (key, out[key], value)
+    assert _same(sam(pred, target, degrees=False), reference["sam_rad"])
+    assert _same(psnr(pred, target), reference["psnr"])
+    assert math.isnan(ssim(pred, target)) and math.isnan(sam(pred, target))
+    assert math.isnan(reference["sam_rad"]) and math.isnan(reference["ssim"])
+    if math.isnan(bad):
+        assert all(math.isnan(v) for v in out.values())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_values_outside_the_mask_never_count(bad):
+    """A masked-out NaN/inf affects no metric; SSIM leaves out the windows that reach it."""
+    g = torch.Generator().manual_seed(4)
+    target = torch.rand(1, 3, 24, 24, generator=g, dtype=torch.float64) + 0.05
+    pred = (target + 0.05 * torch.randn(1, 3, 24, 24, generator=g, dtype=torch.float64)).clamp(0, 1)
+    i0, j0 = 12, 13
+    pred[0, 1, i0, j0] = bad
+    mask = torch.ones(1, 1, 24, 24, dtype=torch.bool)
+    mask[0, 0, i0, j0] = False
+    metric = ImageQualityMetrics()
+    metric.update(pred, target, mask=mask)
+    out = metric.compute()
+    keep = mask[0, 0].numpy()
+    p_sel = pred[0].permute(1, 2, 0).numpy()[keep]  # (N, C), the valid pixels
+    t_sel = target[0].permute(1, 2, 0).numpy()[keep]
+    assert out["mae"] == pytest.approx(mean_absolute_error(t_sel, p_sel), rel=1e-12)
+    mse = mean_squared_error(t_sel, p_sel)
+    assert out["psnr"] == pytest.approx(10 * math.log10(1 / mse), rel=1e-12)
+    as_pixels = (torch.from_numpy(p_sel)[..., None, None], torch.from_numpy(t_sel)[..., None, None])
+    tm_sam = float(spectral_angle_mapper(*as_pixels))  # (N, C, 1, 1): one pixel per image
+    assert out["sam_rad"] == pytest.approx(tm_sam, rel=1e-9)
+    assert sam(pred, target, degrees=False, mask=mask) == pytest.approx(tm_sam, rel=1e-9)
+    # SSIM: scikit-image's map over the window-complete pixels whose window misses (i0, j0)
+    filled = pred.clone()
+    filled[0, 1, i0, j0] = 0.0
+    _, smap = structural_similarity(target[0].numpy(), filled[0].numpy(), full=True, **SKIMAGE_SSIM)
+    ii, jj = np.meshgrid(np.arange(24), np.arange(24), indexing="ij")
+    clear = (np.abs(ii - i0) > 5) | (np.abs(jj - j0) > 5)
+    inner = np.zeros((24, 24), bool)
+    inner[5:-5, 5:-5] = True
+    picked = [
+        smap[b, inner & (clear if b == 1 else True) & keep] for b in range(3)
+    ]  # band 1 has it
+    assert out["ssim"] == pytest.approx(np.concatenate(picked).mean(), rel=1e-10)
+    # a non-finite value the mask includes still propagates
+    included = ImageQualityMetrics()
+    included.update(pred, target, mask=torch.ones_like(mask))
+    assert math.isnan(included.compute()["ssim"]) and math.isnan(included.compute()["sam_rad"])
+
+
 def test_mask_shape_is_checked():
     x = torch.rand(2, 3, 16, 16)
     with pytest.raises(ValueError, match=r"mask must be shaped \(B, 1, H, W\)"):
@@ -242,57 +327,6 @@ def test_merge_state_equals_single_process():
     a.merge_state(b)
     for key, value in single.compute().items():
         assert a.compute()[key] == pytest.approx(value, rel=1e-12), key
-
-
-# ------------------------------------------------------------------------------------------ LPIPS
-
-
-def test_lpips_without_local_weights_raises_a_helpful_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="alexnet-owt") as info:
-        ImageQualityMetrics(rgb_bands=(3, 2, 1), lpips_weights=tmp_path / "missing.pth")
-    assert "missing.pth" in str(info.value)
-    bad = tmp_path / "bad.pth"
-    torch.save({"something.else": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match="bad.pth"):
-        ImageQualityMetrics(lpips_weights=bad, lpips_net="squeeze")
-    assert "lpips_weights" in LPIPS_WEIGHTS_HELP
-
-
-def test_lpips_plumbing_with_random_backbone_matches_torchmetrics(tmp_path, monkeypatch):
-    import torchvision
-    from torchmetrics.functional.image import lpips as tm_lpips
-    from torchmetrics.image import LearnedPerceptualImagePatchSimilarity
-
-    torch.manual_seed(0)
-    backbone = torchvision.models.squeezenet1_1(weights=None)
-    weights = tmp_path / "squeezenet_random.pth"
-    torch.save(backbone.state_dict(), weights)  # torchvision layout: features.N.*, classifier.*
-
-    g = torch.Generator().manual_seed(1)
-    target = torch.rand(3, 5, 64, 64, generator=g)
-    pred = (target + 0.1 * torch.randn(3, 5, 64, 64, generator=g)).clamp(0, 1)
-    metric = ImageQualityMetrics(rgb_bands=(3, 2, 1), lpips_weights=weights, lpips_net="squeeze")
-    metric.update(pred[:2], target[:2])
-    metric.update(pred[2:], target[2:])
-    value = metric.compute()["lpips"]
-
-    # reference: torchmetrics' own LPIPS class, its backbone given the same weights
-    monkeypatch.setattr(
-        tm_lpips, "_get_tv_model_features", lambda net, pretrained=False: backbone.features
-    )
-    reference = LearnedPerceptualImagePatchSimilarity(net_type="squeeze", normalize=True)
-    expected = reference(pred[:, [3, 2, 1]], target[:, [3, 2, 1]])
-    assert value == pytest.approx(float(expected), rel=1e-5)
-    assert value > 0
-
-    same = ImageQualityMetrics(rgb_bands=(3, 2, 1), lpips_weights=weights, lpips_net="squeeze")
-    same.update(target, target)
-    assert same.compute()["lpips"] == pytest.approx(0.0, abs=1e-7)
-    with pytest.raises(ValueError, match="no masked form"):
-        same.update(target, target, mask=torch.ones(3, 1, 64, 64, dtype=torch.bool))
-    no_bands = ImageQualityMetrics(lpips_weights=weights, lpips_net="squeeze")
-    with pytest.raises(ValueError, match="rgb_bands"):
-        no_bands.update(target, target)
 
 
 # ------------------------------------------------------------------------------------ segmentation

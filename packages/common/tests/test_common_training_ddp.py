@@ -1,11 +1,10 @@
-"""DDP: a 2-process CPU (gloo) run gives the same validation metrics as a 1-process run.
+"""DDP: a 2-process CPU (gloo) run through ``fit_run`` gives the same weights and validation metrics
+as a 1-process run.
 
 The 1-process reference runs inside pytest. The 2-process run is this file executed as a script under
 ``torchrun --standalone --nproc_per_node 2`` with the default ``--devices auto --strategy auto``:
 :func:`eo_common.training.build_trainer` reads the process layout from torchrun's environment and
 Lightning picks DDP with the gloo backend, as a user's ``torchrun ... glacier-train`` would.
-(``--devices 2 --strategy ddp`` without torchrun, where Lightning launches the second process
-itself, gives the same numbers; it is not run here because it imports Lightning twice in sequence.)
 
 Equivalence holds because: 16 samples, per-process batch 2 vs. batch 4 in one process; under DDP
 Lightning shuffles the training set with a ``DistributedSampler`` (seed = ``--seed``, reshuffled per
@@ -14,12 +13,13 @@ epoch) that deals the permutation ``p`` out as ``p[r::2]`` to rank ``r``, so glo
 batches. No dropout or batch norm; gradients are averaged over ranks (= the mean over the global
 batch); the streaming torchmetrics reduce their sum states over ranks before ``compute``.
 One training target is NaN: the NaN guard must skip that global step on both ranks (only one of
-them has the NaN loss), as the single process does.
+them has the NaN loss), as the single process does. Both runs go through ``fit_run``, so the run
+folder (config.yaml, summary.json) is written once, by rank 0.
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -27,19 +27,12 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torchmetrics
-from eo_common.training import (
-    EOModule,
-    NaNGuard,
-    TrainConfig,
-    add_training_args,
-    build_trainer,
-    prepare_run_dir,
-    resume_checkpoint,
-    seed_everything,
-)
+from eo_common.runs import read_summary
+from eo_common.training import EOModule, NaNGuard, fit_run, seed_everything
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 N_SAMPLES, GLOBAL_BATCH, EPOCHS = 16, 4, 2
@@ -47,10 +40,18 @@ NAN_SAMPLE = 5  # its training target is NaN
 METRIC_KEYS = ("val/loss", "val/loss_l1", "val/loss_mse", "val/mse", "val/mae")
 
 
+def _toy():
+    """tests/data/toy_training.py (loaded by conftest.py, also when this file runs as a script)."""
+    if "eo_common_testdata_toy_training" not in sys.modules:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        importlib.import_module("conftest")
+    return sys.modules["eo_common_testdata_toy_training"]
+
+
 class TinyConvRegressor(EOModule):
     """(B, 1, 8, 8) -> (B, 1, 8, 8); sum-based streaming MSE/MAE metrics (exact over DDP)."""
 
-    def __init__(self, lr: float = 0.05, max_epochs: int = EPOCHS):
+    def __init__(self, lr: float = 0.05, max_epochs: int = EPOCHS, **hparams):
         super().__init__()
         self.save_hyperparameters()
         self.net = torch.nn.Sequential(
@@ -77,34 +78,57 @@ class TinyConvRegressor(EOModule):
             self.val_metrics.update(outputs, batch[1])
 
 
+class DDPData(L.LightningDataModule):
+    """16 samples, one NaN training target; 1 process: the DistributedSampler Lightning itself puts
+    in place under DDP, with a single replica."""
+
+    def __init__(self, batch_size: int, seed: int, single: bool):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(N_SAMPLES, 1, 8, 8, generator=g)
+        self.y = 0.5 * self.x.roll(1, dims=-1) + 0.1
+        self.batch_size, self.seed, self.single = batch_size, seed, single
+
+    def train_dataloader(self):
+        y_train = self.y.clone()
+        y_train[NAN_SAMPLE] = float("nan")  # NaNGuard must skip the same global step on every rank
+        dataset = TensorDataset(self.x, y_train)
+        sampler = (
+            DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=self.seed)
+            if self.single
+            else None
+        )
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, shuffle=False)
+
+    def val_dataloader(self):
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=self.batch_size)
+
+
 def run_training(argv: list[str]) -> dict:
-    """The flow of a package's train CLI; returns rank-0 validation metrics and final weights."""
-    parser = argparse.ArgumentParser()
-    add_training_args(parser)
-    parser.set_defaults(max_epochs=EPOCHS, num_workers=0, lr_scheduler="none", accelerator="cpu")
-    args = parser.parse_args(argv)
-    cfg = TrainConfig.from_args(args)
-    seed_everything(cfg.seed)
-    run_dir = prepare_run_dir(cfg.output_dir, cfg.experiment_name, vars(args))
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(N_SAMPLES, 1, 8, 8, generator=g)
-    y = 0.5 * x.roll(1, dims=-1) + 0.1
-    y_train = y.clone()
-    y_train[NAN_SAMPLE] = float("nan")  # NaNGuard must skip the same global step on every rank
-    dataset = TensorDataset(x, y_train)
-    # one process: the sampler Lightning itself puts in place under DDP, with a single replica
-    sampler = (
-        DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=cfg.seed)
-        if args.devices == "1"
-        else None
+    """A training command's flow through fit_run; returns rank-0 metrics and final weights."""
+    toy = _toy()
+    defaults = ["--epochs", str(EPOCHS), "--scheduler", "none", "--warmup_epochs", "0"]
+    cfg = toy.TOY_TRAIN.parse([*defaults, "--log", "[csv]", *argv])
+    seed_everything(cfg.run.seed)  # as the command layer does before the work builds the model
+    module = TinyConvRegressor(**cfg.optim.hparams())
+    seen: dict = {}
+
+    class Keep(L.Callback):
+        def on_fit_end(self, trainer, pl_module):
+            seen["trainer"] = trainer
+
+    data = DDPData(cfg.data.batch_size, cfg.run.seed, single=cfg.run.devices == "1")
+    fit_run(
+        module,
+        data,
+        cfg,
+        command="toy-train",
+        monitor="val/loss",
+        mode="min",
+        extra_callbacks=[Keep()],
+        enable_model_summary=False,
     )
-    train_dl = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, shuffle=False)
-    val_dl = DataLoader(TensorDataset(x, y), batch_size=cfg.batch_size)
-    module = TinyConvRegressor(lr=cfg.lr, max_epochs=cfg.max_epochs)
-    trainer = build_trainer(
-        cfg, run_dir, "val/loss", "min", enable_progress_bar=False, enable_model_summary=False
-    )
-    trainer.fit(module, train_dl, val_dl, ckpt_path=resume_checkpoint(run_dir, cfg.resume))
+    trainer = seen["trainer"]
     return {
         "world_size": trainer.world_size,
         "global_step": trainer.global_step,
@@ -122,7 +146,7 @@ def _compare(reference: dict, ddp: dict) -> None:
     assert ddp["global_step"] == reference["global_step"] == EPOCHS * N_SAMPLES // GLOBAL_BATCH
     # one global batch per epoch holds the NaN sample; under DDP only one rank sees it
     assert ddp["skipped_steps"] == reference["skipped_steps"] == EPOCHS
-    for key in METRIC_KEYS:
+    for key in METRIC_KEYS:  # float32 all-reduce sums in another order: 1e-5 relative
         assert ddp["metrics"][key] == pytest.approx(
             reference["metrics"][key], rel=1e-5, abs=1e-7
         ), key
@@ -133,7 +157,7 @@ def _compare(reference: dict, ddp: dict) -> None:
 
 
 def _common_argv(out: Path, name: str) -> list[str]:
-    return ["--output_dir", str(out), "--experiment_name", name, "--seed", "0", "--lr", "0.05"]
+    return ["--output_dir", str(out), "--name", name, "--seed", "0", "--lr", "0.05"]
 
 
 @pytest.mark.slow
@@ -144,15 +168,10 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
     )
 
     result = tmp_path / "ddp.json"
-    argv = _common_argv(tmp_path, "ddp") + ["--batch_size", str(GLOBAL_BATCH // 2)]
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-    ]
+    argv = _common_argv(tmp_path, "ddp") + ["--devices", "auto"]
+    argv += ["--batch_size", str(GLOBAL_BATCH // 2)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    torchrun += ["--nproc_per_node", "2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     start = time.monotonic()
     proc = subprocess.run(
@@ -169,11 +188,13 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
     )
     ddp = json.loads(result.read_text())
     _compare(reference, ddp)
-    # both ranks trained; rank 0 wrote the run folder
+    # both ranks trained; rank 0 wrote the run folder once
+    summary = read_summary(tmp_path / "ddp")
+    assert summary["status"] == "finished" and summary["seed"] == 0
     assert (tmp_path / "ddp" / "metrics.csv").is_file()
     assert (tmp_path / "ddp" / "checkpoints" / "last.ckpt").is_file()
-    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
-    assert config["arguments"]["devices"] == "auto"  # the layout came from torchrun
+    config = (tmp_path / "ddp" / "config.yaml").read_text()
+    assert "devices: auto" in config  # the layout came from torchrun
 
 
 if __name__ == "__main__":

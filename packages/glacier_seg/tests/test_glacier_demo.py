@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 from eo_common.samples import require_samples
-from glacier_seg.data import find_tiles, load_tiles
-from glacier_seg.demo import build_demo_layout, derive_labels, landsat_to_glacierhack_bands
+from glacier_seg.data import load_tiles
+from glacier_seg.demo_data import build_demo_layout, derive_labels, landsat_to_glacierhack_bands
+from glacier_seg.layout import find_tiles
 
 
 def test_derive_labels_follow_the_documented_rules():
@@ -79,30 +80,21 @@ def test_run_demo_within_a_small_budget(tmp_path):
 @pytest.mark.samples
 def test_glacier_train_demo_flag(tmp_path):
     require_samples("landsat8_scene")
-    from glacier_seg.train import main
+    from glacier_seg.cli import glacier_train
+    from glacier_tiny import TINY_MODEL
 
-    code = main(
-        [
-            "--demo",
-            "--output_dir",
-            str(tmp_path),
-            "--encoder_name",
-            "resnet18",
-            "--decoder_channels",
-            "64,32,32,16,16",
-            "--crop_size",
-            "64",
-            "--batch_size",
-            "8",
-            "--samples_per_epoch",
-            "8",
-            "--max_epochs",
-            "1",
-            "--num_workers",
-            "0",
-        ]
-    )
+    code = glacier_train([
+        "--demo", "--data_root", str(tmp_path / "demo"), "--output_dir", str(tmp_path / "run"),
+        "--encoder_name", TINY_MODEL["encoder_name"], "--decoder_channels", "[16,16,16,16,16]",
+        "--crop_size", "64", "--batch_size", "8", "--samples_per_epoch", "8", "--epochs", "1",
+        "--glcm_cache", str(tmp_path / "cache"), "--no_progress", "--threads", "1", "--no_export_smp",
+    ])  # fmt: skip
     assert code == 0
-    summary = json.loads((tmp_path / "glacier" / "summary.json").read_text())
-    split = json.loads((tmp_path / "demo_data" / "split.json").read_text())
-    assert summary["val_tiles"] == split["val"] and len(summary["train_tiles"]) == 27
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    split = json.loads((tmp_path / "demo" / "split.json").read_text())
+    assert (
+        summary["extra"]["val_tiles"] == split["val"] and len(summary["extra"]["train_tiles"]) == 27
+    )
+    # the run folder's config names the demo tiles and the split: --config repeats it exactly
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert str(tmp_path / "demo") in config and "demo: true" in config

@@ -7,17 +7,16 @@ import dataclasses
 import pytest
 import segmentation_models_pytorch as smp
 import torch
+from glacier_seg.config import LossConfig, ModelConfig
 from glacier_seg.model import (
     EncoderWeightsError,
-    LossConfig,
-    ModelConfig,
     build_loss,
     build_model,
     expand_first_conv,
+    padded_forward,
 )
-from glacier_seg.train import padded_forward
 
-SMALL = (64, 32, 32, 16, 16)  # narrow decoder (scSE needs >= 16 channels) keeps the tests fast
+SMALL = [64, 32, 32, 16, 16]  # narrow decoder (scSE needs >= 16 channels) keeps the tests fast
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +46,14 @@ VARIANTS = [
 )
 def test_every_variant_forward_backward(switches, rgb_weights):
     switches = dict(switches)
+    in_channels = switches.pop("in_channels")
     if switches.get("encoder_weights") == "PATH":
         switches["encoder_weights"] = str(rgb_weights[0])
     torch.manual_seed(0)
-    model = build_model(ModelConfig(encoder_name="resnet18", decoder_channels=SMALL, **switches))
-    x = torch.randn(2, switches["in_channels"], 40, 48)  # not multiples of 32: padded_forward pads
+    model = build_model(
+        ModelConfig(encoder_name="resnet18", decoder_channels=SMALL, **switches), in_channels
+    )
+    x = torch.randn(2, in_channels, 40, 48)  # not multiples of 32: padded_forward pads
     logits = padded_forward(model, x)
     assert logits.shape == (2, 4, 40, 48) and torch.isfinite(logits).all()
     target = torch.randint(0, 4, (2, 40, 48))
@@ -66,9 +68,7 @@ def test_every_variant_forward_backward(switches, rgb_weights):
 
 def test_pretrained_weights_are_loaded_and_first_conv_expanded(rgb_weights):
     path, reference = rgb_weights
-    model = build_model(
-        ModelConfig(encoder_name="resnet18", in_channels=7, encoder_weights=str(path))
-    )
+    model = build_model(ModelConfig(encoder_name="resnet18", encoder_weights=str(path)), 7)
     state = model.encoder.state_dict()
     assert torch.equal(state["layer1.0.conv1.weight"], reference["layer1.0.conv1.weight"])
     w_rgb = reference["conv1.weight"]  # ImageNet order R, G, B
@@ -79,12 +79,8 @@ def test_pretrained_weights_are_loaded_and_first_conv_expanded(rgb_weights):
     for extra in range(3, 7):
         torch.testing.assert_close(w[:, extra], w_rgb.mean(1) * scale)
     smp_like = build_model(
-        ModelConfig(
-            encoder_name="resnet18",
-            in_channels=7,
-            encoder_weights=str(path),
-            extra_channel_init="smp",
-        )
+        ModelConfig(encoder_name="resnet18", encoder_weights=str(path), extra_channel_init="smp"),
+        7,
     )
     w_smp = smp_like.encoder.state_dict()["conv1.weight"]
     for i in range(7):  # smp's own rule, cyclic
@@ -109,12 +105,12 @@ def test_expand_first_conv_zero_mode_keeps_rgb_response():
 def test_bad_encoder_weights_are_named(tmp_path):
     with pytest.raises(EncoderWeightsError, match="not found: .*missing.pth"):
         build_model(
-            ModelConfig(encoder_name="resnet18", encoder_weights=str(tmp_path / "missing.pth"))
+            ModelConfig(encoder_name="resnet18", encoder_weights=str(tmp_path / "missing.pth")), 7
         )
     wrong = tmp_path / "wrong.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "bogus": torch.zeros(1)}, wrong)
     with pytest.raises(EncoderWeightsError, match="wrong.pth.*missing"):
-        build_model(ModelConfig(encoder_name="resnet18", encoder_weights=str(wrong)))
+        build_model(ModelConfig(encoder_name="resnet18", encoder_weights=str(wrong)), 7)
 
 
 TERMS = ["focal", "dice", "mcc", "boundary", "lovasz", "tversky"]
@@ -125,7 +121,7 @@ def test_each_loss_finite_and_differentiable_without_lake(term):
     from eo_common.losses import signed_distance_map
 
     weights = {f"{t}_weight": 1.0 if t == term else 0.0 for t in TERMS}
-    loss = build_loss(LossConfig(**weights, focal_gamma=(1.0, 2.0, 3.0, 3.0)))
+    loss = build_loss(LossConfig(**weights, focal_gamma=[1.0, 2.0, 3.0, 3.0]))
     torch.manual_seed(0)
     logits = torch.randn(2, 4, 16, 16, requires_grad=True)
     target = torch.randint(0, 3, (2, 16, 16))  # classes 0..2: a tile without lake
@@ -143,5 +139,30 @@ def test_loss_config_is_checked():
     with pytest.raises(ValueError, match="every loss weight is 0"):
         build_loss(LossConfig(focal_weight=0, dice_weight=0, mcc_weight=0))
     with pytest.raises(ValueError, match="focal_gamma"):
-        build_loss(LossConfig(focal_gamma=(1.0, 2.0)))
+        build_loss(LossConfig(focal_gamma=[1.0, 2.0]))
     assert dataclasses.asdict(LossConfig())["mcc_weight"] == 0.5
+
+
+def test_imagenet_weights_offline_are_one_line(
+    glacier_root, glcm_cache, tmp_path, capsys, monkeypatch
+):
+    """Encoder weights that cannot be had (no network, no local file): one line, exit 2, nothing
+    written (a traceback in the first release)."""
+    from glacier_seg.cli import glacier_train
+    from glacier_tiny import tiny_train_args
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "run"
+    code = glacier_train(
+        tiny_train_args(
+            glacier_root, out, glcm_cache, "--encoder_name", "resnet18", "--pretrained", "imagenet"
+        )
+    )
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert code == 2 and "Traceback" not in err and len(errors) == 1, err
+    assert (
+        "ImageNet weights for encoder 'resnet18'" in errors[0]
+        and "--encoder_weights PATH" in errors[0]
+    )
+    assert not out.exists()

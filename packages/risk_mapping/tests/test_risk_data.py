@@ -9,21 +9,17 @@ import pytest
 import rasterio
 import torch
 from eo_common.raster import write_raster
-from risk_mapping.config import AugmentationConfig, config_from_dict
-from risk_mapping.data import (
-    LabelError,
-    TileDataset,
-    TileSet,
-    assign_blocks,
-    block_layout,
+from risk_mapping.config import AugmentationConfig
+from risk_mapping.data import TileDataset
+from risk_mapping.oversample import (
     class_fractions,
-    layout_tiles,
     oversample_by_duplication,
-    prepare_dataset,
     rich_mask,
     smote_tiles,
     synthetic_labels_from_onehot,
 )
+from risk_mapping.prepare import LabelError, prepare_dataset
+from risk_mapping.tiles import TileSet, assign_blocks, block_layout, layout_tiles
 
 
 def _coverage(height, width, windows):
@@ -151,8 +147,32 @@ def test_synthetic_label_rule_hand_case():
     assert synthetic_labels_from_onehot(oh).tolist() == [[[0, 2, 255, 0]]]
 
 
-def test_prepare_dataset_end_to_end(config_factory, tmp_path):
-    cfg = config_from_dict(config_factory(dataset={"oversample_target_fraction": 0.4}))
+def test_smote_keeps_categorical_bands_categorical():
+    """A categorical band (standardised land-cover codes) of a synthetic tile holds only values of
+    its parents, taken from the nearer parent, like the labels."""
+    rng = np.random.default_rng(0)
+    labels = np.zeros((6, 8, 8), np.uint8)
+    labels[:4, :, :4] = 1  # four rich tiles
+    tiles = _tiles(labels)
+    codes = np.array([-1.3, -0.2, 0.4, 2.1], np.float32)
+    tiles.x[:, 1] = codes[rng.integers(0, 4, (6, 8, 8))]
+    result = smote_tiles(
+        tiles, cls=1, threshold=0.3, k_neighbors=2, ratio=2.0, seed=0, categorical_bands=[1]
+    )
+    synth = result.tiles
+    assert len(synth) == 8
+    assert set(np.unique(synth.x[:, 1])) <= set(codes.tolist())
+    plain = smote_tiles(tiles, cls=1, threshold=0.3, k_neighbors=2, ratio=2.0, seed=0)
+    assert not set(np.unique(plain.tiles.x[:, 1])) <= set(codes.tolist())  # interpolated
+    rich = tiles.x[:4, 1].reshape(4, -1)
+    for x in synth.x:
+        # every pixel of the categorical band comes from a rich parent tile at that position
+        assert np.isin(x[1].ravel(), rich).all()
+        assert (np.any(rich == x[1].ravel(), axis=0)).all()
+
+
+def test_prepare_dataset_end_to_end(config_factory, tmp_path, helpers):
+    cfg = helpers.build_config(config_factory(dataset={"oversample_target_fraction": 0.4}))
     out = tmp_path / "prepare"
     summary = prepare_dataset(cfg, out)
     assert json.loads((out / "dataset_summary.json").read_text()) == json.loads(json.dumps(summary))
@@ -168,6 +188,9 @@ def test_prepare_dataset_end_to_end(config_factory, tmp_path):
     assert summary["train"]["duplication"]["fraction_after"] >= 0.4
     assert len(set(train.ids)) == len(train.ids)
     # split mask agrees with the tile windows: no tile of one split touches another split's block
+    from eo_common.raster import read_class_names
+
+    assert read_class_names(out / "split_mask.tif") == {0: "train", 1: "val", 2: "test"}
     with rasterio.open(out / "split_mask.tif") as src:
         mask = src.read(1)
         with rasterio.open(cfg.dataset.labels) as lab:
@@ -182,7 +205,7 @@ def test_prepare_dataset_end_to_end(config_factory, tmp_path):
     assert abs(float(train.x[originals].mean())) < 0.35
 
 
-def test_prepare_rejects_bad_label_values(config_factory, tmp_path):
+def test_prepare_rejects_bad_label_values(config_factory, tmp_path, helpers):
     raw = config_factory()
     with rasterio.open(raw["dataset"]["labels"]) as src:
         labels, crs, transform = src.read(1), src.crs, src.transform
@@ -192,7 +215,7 @@ def test_prepare_rejects_bad_label_values(config_factory, tmp_path):
     write_raster(bad, labels, crs=crs, transform=transform, nodata=255)
     raw["dataset"]["labels"] = str(bad)
     with pytest.raises(LabelError, match="bad_labels.tif"):
-        prepare_dataset(config_from_dict(raw), tmp_path / "prep")
+        prepare_dataset(helpers.build_config(raw), tmp_path / "prep")
 
 
 def test_tile_dataset_augmentation_keeps_image_and_label_aligned():
@@ -218,11 +241,10 @@ def test_tile_dataset_augmentation_keeps_image_and_label_aligned():
     assert torch.equal(plain[0][0], torch.from_numpy(x[0]))
 
 
-def test_list_of_single_band_rasters_checked_or_aligned(risk_stack, tmp_path):
+def test_list_of_single_band_rasters_checked_or_aligned(risk_stack, tmp_path, helpers):
     from affine import Affine
-    from eo_common.raster import RasterError
-    from risk_mapping.config import DatasetConfig
-    from risk_mapping.data import resolve_stack
+    from eo_common.errors import InputError
+    from risk_mapping.sources import build_inputs
 
     stack, labels = risk_stack
     with rasterio.open(stack) as src:
@@ -241,16 +263,24 @@ def test_list_of_single_band_rasters_checked_or_aligned(risk_stack, tmp_path):
             tmp_path / "coarse.tif", coarse, crs=crs, transform=coarse_transform, nodata=nodata
         )
     )
-    cfg = DatasetConfig(stack=[str(p) for p in paths], labels=str(labels))
-    with pytest.raises(RasterError, match="coarse.tif"):
-        resolve_stack(cfg, tmp_path / "out")
-    cfg.align_rasters, cfg.resampling = True, "nearest"
-    out = resolve_stack(cfg, tmp_path / "out")
-    with rasterio.open(out) as src, rasterio.open(labels) as lab:
+
+    def cfg(files, **dataset):
+        raw = helpers.make_raw_config(files, labels, tmp_path / "run", dataset=dataset)
+        return helpers.build_config(raw)
+
+    with pytest.raises(InputError, match="coarse.tif"):
+        build_inputs(cfg(paths), tmp_path / "out")
+    out = build_inputs(cfg(paths, align_rasters=True, resampling="nearest"), tmp_path / "out")
+    with rasterio.open(out.stack) as src, rasterio.open(labels) as lab:
         assert src.count == 3 and src.transform == lab.transform and src.crs == lab.crs
         aligned = src.read()
-    assert np.array_equal(aligned[0], data[0])
-    assert np.array_equal(aligned[2][::2, ::2], coarse)  # nearest: each coarse pixel fills its 2x2
-    cfg_same = DatasetConfig(stack=[str(p) for p in paths[:2]], labels=str(labels))
-    with rasterio.open(resolve_stack(cfg_same, tmp_path / "out2")) as src:
-        assert np.array_equal(src.read(), data[:2])
+    valid = data[0] != nodata
+    assert np.array_equal(aligned[0][valid], data[0][valid])
+    assert np.isnan(aligned[0][~valid]).all()  # the file's nodata is NaN in the built stack
+    fine = np.where(coarse == nodata, np.nan, coarse)
+    assert np.array_equal(aligned[2][::2, ::2], fine, equal_nan=True)  # nearest: each coarse
+    # pixel fills its 2 x 2
+    same = build_inputs(cfg(paths[:2]), tmp_path / "out2")
+    with rasterio.open(same.stack) as src:
+        two = src.read()
+    assert np.array_equal(two, np.where(data[:2] == nodata, np.nan, data[:2]), equal_nan=True)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 from eo_common.raster import write_raster
 from risk_mapping.config import TargetsConfig
@@ -111,3 +112,75 @@ def test_bad_inputs_name_the_file(maps, tmp_path):
     other = write_raster(tmp_path / "other.tif", np.zeros((10, 10), np.uint8), **GEO)
     with pytest.raises(ValueError, match="other.tif"):
         evaluate_maps(paths["labels"], other, None)
+
+
+# ------------------------------------------------------------------------------ the command
+RELEASE = __import__("pathlib").Path(__file__).resolve().parent / "data" / "release_0_1_0"
+
+
+@pytest.fixture(scope="module")
+def release_stack(tmp_path_factory, request):
+    """The fake stack the release-0.1.0 checkpoint was made on (regenerated, same values)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "risk_testdata_risk_stack_eval", RELEASE.parent / "risk_stack.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root = tmp_path_factory.mktemp("release_stack")
+    module.make_risk_stack(root, size=96, bands=4, seed=0)
+    return root
+
+
+def test_release_checkpoint_still_loads_and_scores_the_same(release_stack, tmp_path):
+    """Issue 9.6: a checkpoint written by release 0.1.0 loads in today's risk-evaluate, which
+    reports the same confusion matrix the release reported for it."""
+    from risk_mapping.cli import risk_evaluate
+
+    out = tmp_path / "eval"
+    args = ["--model_path", str(RELEASE / "best.ckpt"), "--test_data_path", str(release_stack)]
+    assert risk_evaluate(args + ["--output_dir", str(out), "--no_progress"]) == 0
+    ref = json.loads((RELEASE / "reference_metrics.json").read_text())["variants"]
+    got = json.loads((out / "metrics.json").read_text())["variants"]
+    assert got["no_crf"]["confusion_matrix"] == ref["no_crf"]["confusion_matrix"]
+    assert got["no_crf"]["kappa"] == pytest.approx(ref["no_crf"]["kappa"], abs=1e-12)
+    assert got["crf"]["n_pixels"] == ref["crf"]["n_pixels"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["command"] == "risk-evaluate" and summary["status"] == "finished"
+    assert summary["metrics"]["all/kappa"] == pytest.approx(ref["no_crf"]["kappa"])
+    assert "all/kappa_crf" in summary["metrics"]
+
+
+def test_evaluate_faults_are_one_line_and_found_up_front(release_stack, tmp_path, capsys):
+    """A missing path is named, a label grid mismatch is found before predicting anything, a
+    truncated checkpoint is one line; exit 2 and no output folder in every case."""
+    from affine import Affine
+    from risk_mapping.cli import risk_evaluate
+
+    ckpt = str(RELEASE / "best.ckpt")
+    out = tmp_path / "eval"
+
+    def run(*args: str) -> str:
+        assert risk_evaluate([*args, "--output_dir", str(out), "--no_progress"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and not out.exists()
+        return err
+
+    missing = tmp_path / "no_such_folder"
+    err = run("--model_path", ckpt, "--test_data_path", str(missing))
+    assert f"test_data_path: {missing} does not exist" in err and "a file" not in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "stack.tif" in run("--model_path", ckpt, "--test_data_path", str(empty))
+    shifted = tmp_path / "shifted_labels.tif"
+    with rasterio.open(release_stack / "labels.tif") as src:
+        write_raster(shifted, src.read(1), crs=src.crs, nodata=255,
+                     transform=src.transform @ Affine.translation(3, 0))  # fmt: skip
+    err = run("--model_path", ckpt, "--test_data_path", str(release_stack / "stack.tif"),
+              "--labels", str(shifted))  # fmt: skip
+    assert "shifted_labels.tif: grid differs" in err
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes((RELEASE / "best.ckpt").read_bytes()[:50_000])
+    err = run("--model_path", str(cut), "--test_data_path", str(release_stack))
+    assert len(err.strip().splitlines()) == 1 and "cut.ckpt: not a readable torch checkpoint" in err

@@ -145,3 +145,30 @@ def test_coral_part_matches_published_formula():
         )
     assert float(parts["coral"]) == pytest.approx(float(np.mean(manual)), abs=1e-5)
     assert float(parts["coral"]) == pytest.approx(float(coral_loss(z, levels)), abs=1e-6)
+
+
+def test_smp_export_loads_in_smp_with_the_same_outputs(tmp_path):
+    """The network without the attention block is a plain smp U-Net: smp.from_pretrained loads the
+    export and returns the softmax-head logits; with attention there is no export."""
+    import json
+
+    import segmentation_models_pytorch as smp
+    from risk_mapping.model import export_smp
+
+    torch.manual_seed(0)
+    net = RiskNet(in_channels=4, attention=False, dropout_prob=0.3, **SMALL).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # not the initial weights
+    out = export_smp(net, tmp_path / "smp", band_mean=[1, 2, 3, 4], band_std=[1, 1, 1, 2],
+                     band_names=["a", "b", "c", "d"])  # fmt: skip
+    loaded = smp.from_pretrained(out).eval()
+    assert type(loaded) is smp.Unet
+    x = torch.randn(2, 4, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), net(x)["logits"], atol=1e-6)
+    info = json.loads((out / "preprocessing.json").read_text())
+    assert info["std"] == [1, 1, 1, 2] and info["classes"] == ["low", "medium", "high"]
+    with_attention = RiskNet(in_channels=4, attention=True, **SMALL)
+    assert export_smp(with_attention, tmp_path / "no", band_mean=[0] * 4, band_std=[1] * 4) is None
+    assert not (tmp_path / "no").exists()

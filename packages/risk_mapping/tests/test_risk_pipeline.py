@@ -1,155 +1,207 @@
-"""The whole pipeline on a fake stack: stages, resume/skip, force_recreate, CLIs."""
+"""risk-pipeline: stages, the rerun rule, stage rebuilds that never lose a finished stage, exact
+resume after SIGKILL, a run repeated from its config.yaml, summary.json, one-line faults."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import rasterio
+import torch
 import yaml
-from risk_mapping import evaluate as evaluate_cli
-from risk_mapping import pipeline
-from risk_mapping.config import config_from_dict
-from risk_mapping.pipeline import MARKER, run_pipeline
+from risk_mapping.cli import risk_evaluate, risk_pipeline
+from risk_mapping.config import STAGES
+from risk_mapping.pipeline import MARKER
+
+HEADLINE = ("test/kappa", "test/kappa_crf", "test/class1_precision", "test/class2_recall",
+            "test/spearman_rho")  # fmt: skip
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def _write(raw: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(raw))
+    return path
 
 
 @pytest.mark.slow
-def test_pipeline_runs_resumes_and_recreates(config_factory, tmp_path, capsys):
+def test_pipeline_stages_rerun_rule_and_rebuilds(config_factory, tmp_path, capsys):
     raw = config_factory(
         training={"epochs": 1, "limit_train_batches": 2},
-        inference={
-            "tta": True,
-            "ensemble_seeds": [0, 1],
-            "mc_dropout_samples": 2,
-            "uncertainty": "mc_variance",
-        },
-    )
-    cfg = config_from_dict(raw)
+        inference={"tta": True, "ensemble_seeds": [0, 1], "mc_dropout_samples": 2,
+                   "uncertainty": "mc_variance"},
+    )  # fmt: skip
+    config = _write(raw, tmp_path / "config.yaml")
     root = tmp_path / "run"
-    status = run_pipeline(cfg, progress=False)
-    assert status == {s: "ran" for s in pipeline.STAGES}
-    for stage in pipeline.STAGES:
-        assert (root / stage / MARKER).is_file()
-    train_marker = json.loads((root / "train" / MARKER).read_text())
-    assert [Path(c).parts[-3] for c in train_marker["checkpoints"]] == [
-        "seed0",
-        "seed1",
-    ]  # ensemble
-    with rasterio.open(cfg.dataset.labels) as ref:
-        for name in (
-            "susceptibility",
-            "class_map",
-            "uncertainty",
-            "class_map_crf",
-            "susceptibility_crf",
-        ):
+    assert risk_pipeline(["--config", str(config)]) == 0
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["command"] == "risk-pipeline"
+    assert set(HEADLINE) <= set(summary["metrics"])
+    assert summary["extra"]["stages"] == dict.fromkeys(STAGES, "ran")
+    assert yaml.safe_load((root / "config.yaml").read_text().split("\n", 2)[2])["seed"] == 0
+    for seed in (0, 1):  # one ordinary training run folder per ensemble member
+        member = json.loads((root / "train" / f"seed{seed}" / "summary.json").read_text())
+        assert member["status"] == "finished" and member["seed"] == seed
+    with rasterio.open(raw["dataset"]["labels"]) as ref:
+        for name in ("susceptibility", "class_map", "uncertainty", "class_map_crf",
+                     "susceptibility_crf"):  # fmt: skip
             with rasterio.open(root / "infer" / f"{name}.tif") as out:
-                assert (
-                    out.crs == ref.crs and out.transform == ref.transform and out.shape == ref.shape
-                )
+                assert (out.crs, out.transform, out.shape) == (ref.crs, ref.transform, ref.shape)
     metrics = json.loads((root / "evaluate" / "metrics.json").read_text())
-    assert set(metrics["variants"]) == {"no_crf", "crf"} and "crf_effect" in metrics
-    assert (root / "evaluate" / "confusion_crf.png").is_file()
-    assert "Success criteria" in (root / "evaluate" / "report.md").read_text()
+    assert set(metrics["variants"]) == {"no_crf", "crf"}
+    assert summary["metrics"]["test/kappa_crf"] == metrics["variants"]["crf"]["kappa"]
+    capsys.readouterr()
 
-    # a second run skips every finished stage
-    mtime = (root / "train" / MARKER).stat().st_mtime
-    assert run_pipeline(cfg, progress=False) == {s: "skipped" for s in pipeline.STAGES}
-    assert (root / "train" / MARKER).stat().st_mtime == mtime
+    # a plain rerun into the finished run is refused and touches nothing
+    finished = _files(root)
+    assert risk_pipeline(["--config", str(config)]) == 2
+    assert "--resume" in capsys.readouterr().err and _files(root) == finished
+    # --resume skips every finished stage
+    assert risk_pipeline(["--config", str(config), "--resume"]) == 0
+    assert json.loads((root / "summary.json").read_text())["extra"]["stages"] == dict.fromkeys(
+        STAGES, "skipped"
+    )
+    for stage in STAGES:
+        assert (root / stage / MARKER).read_bytes() == finished[f"{stage}/{MARKER}"]
 
-    # a changed evaluation target re-runs only the evaluate stage
+    # regression: a changed stage whose rebuild fails keeps every finished output (the release
+    # deleted the stage folder first) and orphans nothing: the old settings still skip it all
+    finished = _files(root)
+    failing = json.loads(json.dumps(raw))
+    failing["dataset"].update(smote_too_few="error", smote_k_neighbors=90)
+    assert risk_pipeline(["--config", str(_write(failing, tmp_path / "f.yaml")), "--resume"]) == 2
+    assert "dataset.smote_k_neighbors" in capsys.readouterr().err
+    after = _files(root)
+    for key, data in finished.items():
+        if key != "summary.json":
+            assert after.get(key) == data, key
+    assert not (root / "config.before-resume-1.yaml").exists()
+    assert not list(root.glob(".*.previous"))
+    assert risk_pipeline(["--config", str(config), "--resume"]) == 0
+    assert json.loads((root / "summary.json").read_text())["extra"]["stages"] == dict.fromkeys(
+        STAGES, "skipped"
+    )
+
+    # a changed evaluation target redoes only the evaluate stage; the old config.yaml is kept
     raw["evaluation"]["targets"] = {"kappa": 0.9}
-    cfg2 = config_from_dict(raw)
-    assert run_pipeline(cfg2, progress=False) == {
+    config = _write(raw, tmp_path / "config.yaml")
+    assert risk_pipeline(["--config", str(config), "--resume"]) == 0
+    assert json.loads((root / "summary.json").read_text())["extra"]["stages"] == {
         "prepare": "skipped",
         "train": "skipped",
         "infer": "skipped",
         "evaluate": "ran",
     }
+    assert (root / "config.before-resume-1.yaml").is_file()
+    # --force_recreate redoes the requested stages
+    args = ["--config", str(config), "--stages", "infer,evaluate", "--force_recreate"]
+    assert risk_pipeline(args) == 0
+    assert json.loads((root / "summary.json").read_text())["extra"]["stages"] == {
+        "infer": "ran",
+        "evaluate": "ran",
+    }
 
-    # --force_recreate re-runs the requested stage and the ones after it
-    status = run_pipeline(cfg2, "infer,evaluate", force_recreate=True, progress=False)
-    assert status == {"infer": "ran", "evaluate": "ran"}
-
-    # the CLIs: risk-evaluate on the trained model with a baseline, risk-pipeline with a config file
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    assert pipeline.main(["--config", str(config_path), "--quiet"]) == 0
-    code = evaluate_cli.main(
+    # risk-evaluate on the trained ensemble: the pipeline's numbers
+    code = risk_evaluate(
         [
-            "--model_path",
-            str(root / "train"),
-            "--test_data_path",
-            str(cfg.dataset.stack),
-            "--labels",
-            str(cfg.dataset.labels),
-            "--output_dir",
-            str(tmp_path / "eval"),
-            "--split_mask",
-            str(root / "prepare" / "split_mask.tif"),
-            "--compare_baseline",
-            str(root / "evaluate" / "metrics.json"),
-            "--quiet",
+            "--model_path", str(root / "train"),
+            "--test_data_path", raw["dataset"]["stack"],
+            "--labels", raw["dataset"]["labels"],
+            "--output_dir", str(tmp_path / "eval"),
+            "--split_mask", str(root / "prepare" / "split_mask.tif"),
+            "--compare_baseline", str(root / "evaluate" / "metrics.json"),
+            "--no_progress",
         ]
-    )
+    )  # fmt: skip
     assert code == 0
     again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    # same model, same data, same split: the same numbers as the pipeline's evaluate stage
+    metrics = json.loads((root / "evaluate" / "metrics.json").read_text())
     assert again["variants"]["no_crf"]["kappa"] == pytest.approx(
         metrics["variants"]["no_crf"]["kappa"], abs=1e-9
     )
     assert again["delta_vs_baseline"]["crf"]["kappa"] == pytest.approx(0.0, abs=1e-9)
 
 
-def test_pipeline_needs_upstream_stages(config_factory):
-    cfg = config_from_dict(config_factory())
-    with pytest.raises(FileNotFoundError, match="stage 'prepare' has not finished"):
-        run_pipeline(cfg, "train", progress=False)
-    with pytest.raises(ValueError, match="unknown stage"):
-        run_pipeline(cfg, "prepare,fly", progress=False)
+def test_refusals_before_any_work(config_factory, tmp_path, capsys, unwritable_dir):
+    config = _write(config_factory(), tmp_path / "config.yaml")
+    assert risk_pipeline(["--config", str(config), "--stages", "train,infer"]) == 2
+    err = capsys.readouterr().err
+    assert "stage 'prepare' has not finished" in err and not (tmp_path / "run").exists()
+    # a read-only output folder: one line, exit 2, for every command that writes
+    target = str(unwritable_dir / "out")
+    assert risk_pipeline(["--config", str(config), "--output_dir", target]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not writable" in err[0] and target in err[0]
+    ckpt = Path(__file__).parent / "data" / "release_0_1_0" / "best.ckpt"
+    stack = config_factory()["dataset"]["stack"]
+    labels = config_factory()["dataset"]["labels"]
+    args = ["--model_path", str(ckpt), "--test_data_path", stack, "--labels", labels]
+    assert risk_evaluate(args + ["--output_dir", target]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not writable" in err[0]
 
 
-def test_pipeline_cli_rejects_bad_config(config_factory, tmp_path, capsys):
-    raw = config_factory(model={"encoder": "resnet9000"})
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    assert pipeline.main(["--config", str(path)]) == 2
-    assert "model.encoder" in capsys.readouterr().err
-    assert (
-        evaluate_cli.main(
-            [
-                "--model_path",
-                str(tmp_path / "none"),
-                "--test_data_path",
-                str(tmp_path),
-                "--output_dir",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 2
-    )
+def _curve(run: Path) -> list[tuple[str, str]]:
+    with open(run / "train" / "seed0" / "metrics.csv", newline="") as f:
+        return [(r["epoch"], r["val/kappa"]) for r in csv.DictReader(f) if r.get("val/kappa")]
 
 
 @pytest.mark.slow
-def test_interrupted_training_resumes_from_last_checkpoint(config_factory, tmp_path):
-    import csv
+def test_sigkill_then_resume_equals_uninterrupted_and_config_yaml_repeats_the_run(
+    config_factory, tmp_path
+):
+    """Issue 10: the release restarted the loader's private generator from the seed in the resumed
+    process (test kappa 0.484 vs 0.470). Here a real risk-pipeline process, started from another
+    run's config.yaml, is SIGKILLed after its first checkpoint and resumed: metrics per epoch,
+    weights and test metrics equal the uninterrupted run."""
+    raw = config_factory(training={"epochs": 4, "patience": 10}, inference={"tta": False})
+    reference = tmp_path / "run"
+    assert risk_pipeline(["--config", str(_write(raw, tmp_path / "c.yaml"))]) == 0
+    ref_summary = json.loads((reference / "summary.json").read_text())
 
-    from risk_mapping.train import train_one
+    other = tmp_path / "other"
+    cmd = [
+        sys.executable, "-c", "from risk_mapping.cli import risk_pipeline; raise SystemExit(risk_pipeline())",
+        "--config", str(reference / "config.yaml"), "--output_dir", str(other), "--threads", "1",
+        "--no_progress",
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = other / "train" / "seed0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    member = json.loads((other / "train" / "seed0" / "summary.json").read_text())
+    assert member["status"] == "running"  # killed mid-training, not after it
+    assert not (other / "train" / MARKER).exists()
 
-    raw = config_factory(training={"epochs": 1, "limit_train_batches": 1, "patience": 5})
-    cfg = config_from_dict(raw)
-    run_pipeline(cfg, "prepare", progress=False)
-    prepare_dir, train_dir = tmp_path / "run" / "prepare", tmp_path / "run" / "train"
-    train_one(cfg, prepare_dir, train_dir, seed=0, progress=False)
-    run_dir = train_dir / "seed0"
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    # simulate an interruption after epoch 0 of a 2-epoch run: no DONE marker, last.ckpt present
-    (run_dir / "DONE.json").unlink()
-    raw["training"]["epochs"] = 2
-    train_one(config_from_dict(raw), prepare_dir, train_dir, seed=0, progress=False)
-    with open(run_dir / "metrics.csv", newline="") as f:
-        epochs = [row["epoch"] for row in csv.DictReader(f) if row.get("val/kappa")]
-    assert epochs == ["0", "1"]  # epoch 0 kept from the first run, only epoch 1 trained again
-    done = json.loads((run_dir / "DONE.json").read_text())
-    assert done["epochs_run"] == 2
+    assert risk_pipeline(["--config", str(reference / "config.yaml"), "--output_dir", str(other),
+                          "--resume"]) == 0  # fmt: skip
+    summary = json.loads((other / "summary.json").read_text())
+    assert summary["extra"]["stages"] == {
+        "prepare": "skipped", "train": "ran", "infer": "ran", "evaluate": "ran"
+    }  # fmt: skip
+    assert _curve(other) == _curve(reference) and len(_curve(reference)) == 4
+    for name in ("best.ckpt", "last.ckpt"):
+        a = torch.load(reference / "train/seed0/checkpoints" / name, weights_only=False)
+        b = torch.load(other / "train/seed0/checkpoints" / name, weights_only=False)
+        assert a["epoch"] == b["epoch"]
+        for key, value in a["state_dict"].items():
+            assert torch.equal(value, b["state_dict"][key]), key
+    assert summary["metrics"] == ref_summary["metrics"]
+    assert summary["config_hash"] == ref_summary["config_hash"]

@@ -10,7 +10,7 @@ import rasterio
 import torch
 from risk_mapping.config import InferenceConfig
 from risk_mapping.predict import TilePredictor, load_models, predict_raster
-from risk_mapping.train import RiskModule
+from risk_mapping.task import RiskModule
 
 TINY = {
     "encoder": "resnet18",
@@ -99,11 +99,45 @@ def test_tta_mc_dropout_and_ensemble_average(tmp_path):
 
 
 def test_load_models_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.ckpt"):
+    from eo_common.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="nope.ckpt: checkpoint not found"):
         load_models([tmp_path / "nope.ckpt"])
-    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
-    with pytest.raises(ValueError, match="other.ckpt"):
+    torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1}}, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="other.ckpt: not a risk_mapping checkpoint"):
         load_models([tmp_path / "other.ckpt"])
+    good = _checkpoint(tmp_path / "good.ckpt", bands=3, seed=0)
+    (tmp_path / "cut.ckpt").write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match="cut.ckpt: not a readable torch checkpoint"):
+        load_models([tmp_path / "cut.ckpt"])
+
+
+def test_class_map_is_gis_ready(risk_stack, tmp_path):
+    """The class map opens coloured and labelled (low / medium / high), with overviews, as a COG;
+    the other products are COGs too."""
+    from eo_common.raster import read_class_names
+    from rio_cogeo.cogeo import cog_validate
+    from risk_mapping.predict import RISK_CLASSES
+
+    stack, _ = risk_stack
+    models = load_models([_checkpoint(tmp_path / "a.ckpt", bands=6, seed=0)])
+    paths = predict_raster(
+        models, stack, tmp_path / "infer", InferenceConfig(tile_size=64, overlap=16), progress=False
+    )
+    class_map = paths["class_map"]
+    assert read_class_names(class_map) == {0: "low", 1: "medium", 2: "high"}
+    with rasterio.open(class_map) as src:
+        colours = src.colormap(1)
+        assert src.nodata == 255 and src.dtypes[0] == "uint8"
+        assert src.descriptions[0] == "risk class"
+    for info in RISK_CLASSES:
+        assert colours[info.value][:3] == info.color
+    assert (
+        "<Category>medium</Category>" in (tmp_path / "infer" / "class_map.tif.aux.xml").read_text()
+    )
+    assert 'label="high"' in (tmp_path / "infer" / "class_map.qml").read_text()
+    for key, path in paths.items():
+        assert cog_validate(str(path), quiet=True)[0], key
 
 
 def test_band_count_mismatch_is_reported(risk_stack, tmp_path):

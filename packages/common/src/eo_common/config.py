@@ -83,6 +83,7 @@ def opt(
     positional: bool = False,
     resumable: bool = False,
     identity: bool = True,
+    path: bool = False,
 ) -> Any:
     """A dataclass field that the command layer turns into a documented flag.
 
@@ -100,6 +101,10 @@ def opt(
         resumable: may differ between a run and its ``--resume`` (epochs, time budget, devices).
         identity: part of the experiment's identity (its config hash); False for where and how a
             run executes (output folder, workers, progress bars).
+        path: a ``str`` field that holds a file path or a GDAL path/URL (``/vsizip/...``,
+            ``s3://...``, ``/vsicurl/https://...``): treated like a ``Path`` field (relative to the
+            config file, absolute in ``config.yaml``) without ``pathlib`` folding ``//`` of URLs.
+            ``Path``-typed fields are paths anyway.
     """
     meta = {
         "help": help,
@@ -112,6 +117,7 @@ def opt(
         "positional": positional,
         "resumable": resumable,
         "identity": identity,
+        "path": path,
     }
     if factory is not None:
         return field(default_factory=factory, metadata=meta)

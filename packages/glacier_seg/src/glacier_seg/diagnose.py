@@ -17,44 +17,54 @@ tool looks at each of those before any long training:
 7. **short ablation**: 5 vs 7 channels (and ``--encoder_weights`` vs none when given), a few
    epochs each with the same seed, validation MCC side by side.
 
+The run folder gets ``report.json`` and ``report.md`` (always; when the pairing or the mask values
+fail they say so and nothing else is checked), ``class_fractions.png`` once the tiles could be read,
+and one ``ablation/<variant>/`` training run per variant. ``summary.json`` lists exactly the files
+written.
+
 Example:
-    glacier-diagnose --data_root GlacierHack/train --out_dir runs/diagnose --ablation_epochs 3
+    glacier-diagnose --data_root GlacierHack/train --output_dir runs/diagnose --ablation_epochs 3
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import dataclasses
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from eo_common.io import atomic_save_json
+from eo_common.config import RunConfig
+from eo_common.io import atomic_save_json, atomic_write
 from eo_common.metrics import SegmentationMetrics
-from eo_common.raster import read_raster
+from eo_common.runs import RunFolder
 from eo_common.training import seed_everything
 
-from glacier_seg import train as train_cli
-from glacier_seg.data import (
-    BAND_NAMES,
+from glacier_seg.config import (
     CLASS_NAMES,
-    MASK_VALUES,
-    Normalizer,
-    TileArrays,
-    find_tiles,
-    load_tiles,
-    scan_layout,
-    split_tiles,
+    GlacierDiagnoseConfig,
+    GlacierTrainConfig,
+    LossConfig,
+    ModelConfig,
+    split_keys,
 )
-from glacier_seg.model import LossConfig, ModelConfig, build_loss, build_model
-from glacier_seg.train import GlacierTrainConfig, padded_forward, run_cli, train
+from glacier_seg.data import Normalizer, TileArrays, default_glcm_cache, load_tiles, split_tiles
+from glacier_seg.layout import (
+    BAND_NAMES,
+    IGNORE_INDEX,
+    MASK_VALUES,
+    find_tiles,
+    read_mask_values,
+    scan_layout,
+)
+from glacier_seg.model import build_loss, build_model, padded_forward
+from glacier_seg.train import prepare_demo, train
 
 __all__ = [
+    "COMMAND",
     "label_value_histogram",
     "class_fractions",
     "channel_statistics",
@@ -62,8 +72,9 @@ __all__ = [
     "overfit_one_batch",
     "run_ablation",
     "diagnose",
-    "main",
 ]
+
+COMMAND = "glacier-diagnose"
 
 
 def label_value_histogram(label_paths: Sequence[Path]) -> dict[str, Any]:
@@ -74,7 +85,7 @@ def label_value_histogram(label_paths: Sequence[Path]) -> dict[str, Any]:
     counts: dict[int, int] = {}
     per_file: dict[str, list[int]] = {}
     for path in label_paths:
-        values, n = np.unique(read_raster(path, bands=[1]).array, return_counts=True)
+        values, n = np.unique(read_mask_values(path), return_counts=True)
         for v, c in zip(values.tolist(), n.tolist()):
             counts[int(v)] = counts.get(int(v), 0) + int(c)
         bad = [int(v) for v in values if int(v) not in MASK_VALUES]
@@ -89,10 +100,11 @@ def label_value_histogram(label_paths: Sequence[Path]) -> dict[str, Any]:
 
 
 def class_fractions(masks: Sequence[np.ndarray]) -> dict[str, float]:
-    """Share of each class over all pixels of ``masks`` (classes 0..3)."""
+    """Share of each class over the valid pixels of ``masks`` (classes 0..3, 255 = invalid)."""
     counts = np.zeros(len(CLASS_NAMES), dtype=np.int64)
     for m in masks:
-        counts += np.bincount(m.ravel(), minlength=len(CLASS_NAMES))[: len(CLASS_NAMES)]
+        valid = m[m != IGNORE_INDEX]
+        counts += np.bincount(valid.ravel(), minlength=len(CLASS_NAMES))[: len(CLASS_NAMES)]
     total = max(int(counts.sum()), 1)
     return {name: float(c / total) for name, c in zip(CLASS_NAMES, counts)}
 
@@ -124,10 +136,10 @@ def channel_statistics(
 
 
 def trivial_baseline_mcc(masks: Sequence[np.ndarray]) -> float:
-    """scikit-learn MCC of an all-background prediction over all pixels flattened (0.0)."""
+    """scikit-learn MCC of an all-background prediction over all valid pixels flattened (0.0)."""
     from sklearn.metrics import matthews_corrcoef
 
-    y = np.concatenate([m.ravel() for m in masks])
+    y = np.concatenate([m[m != IGNORE_INDEX].ravel() for m in masks])
     return float(matthews_corrcoef(y, np.zeros_like(y)))
 
 
@@ -147,15 +159,14 @@ def overfit_one_batch(
     flattened); the run stops at the first step reaching ``target_mcc``.
 
     Args:
-        images: (B, C, H, W) normalised. masks: (B, H, W) long classes.
+        images: (B, C, H, W) normalised. masks: (B, H, W) long classes (255 = invalid).
         steps: most optimiser steps (stops early once ``target_mcc`` is reached).
 
     Returns:
         ``{"mcc", "steps", "loss_first", "loss_last", "passed", "seconds"}``.
     """
     seed_everything(seed)
-    model_cfg = dataclasses.replace(model_cfg, in_channels=images.shape[1])
-    model = build_model(model_cfg)
+    model = build_model(replace(model_cfg, encoder_weights="none"), in_channels=images.shape[1])
     criterion = build_loss(
         loss_cfg or LossConfig(focal_weight=1.0, dice_weight=1.0, mcc_weight=0.0)
     )
@@ -172,7 +183,7 @@ def overfit_one_batch(
         # MCC of this forward pass (training mode, i.e. batch-norm on batch statistics, as the
         # network sees the batch while fitting it); eval-mode running statistics lag far behind
         # in a few dozen steps and would hide whether the labels can be fitted at all
-        metric = SegmentationMetrics(len(CLASS_NAMES), ignore_index=None)
+        metric = SegmentationMetrics(len(CLASS_NAMES), ignore_index=IGNORE_INDEX)
         metric.update(logits.detach(), masks)
         mcc = float(metric.compute()["mcc"])
         losses.append(float(loss.detach()))
@@ -191,47 +202,50 @@ def overfit_one_batch(
     }
 
 
-def run_ablation(cfg: GlacierTrainConfig, epochs: int, out_dir: Path) -> dict[str, Any]:
-    """Train short runs (same seed and split) with 5 vs 7 channels, and with the configured
-    encoder weights vs none when weights are given; returns best validation MCC per variant."""
+def _train_config(cfg: GlacierDiagnoseConfig, run: RunConfig) -> GlacierTrainConfig:
+    return GlacierTrainConfig(
+        data=copy.deepcopy(cfg.data),
+        glcm=copy.deepcopy(cfg.glcm),
+        model=copy.deepcopy(cfg.model),
+        loss=copy.deepcopy(cfg.loss),
+        optim=copy.deepcopy(cfg.optim),
+        run=run,
+        export_smp=False,
+    )
+
+
+def run_ablation(cfg: GlacierDiagnoseConfig, epochs: int, out_dir: Path) -> dict[str, Any]:
+    """Short ``glacier-train`` runs (same seed and split) with 5 vs 7 channels, and with the configured
+    encoder weights vs none when weights are given; returns best validation MCC per variant.
+
+    Each variant is an ordinary run folder ``out_dir/ablation/<variant>``.
+    """
     variants: dict[str, GlacierTrainConfig] = {}
-    base = copy.deepcopy(cfg)
-    base.train.max_epochs = epochs
-    base.train.early_stop_patience = 0
-    base.train.output_dir = out_dir / "ablation"
-    for name, include in (("5ch_bands", False), ("7ch_bands_glcm", True)):
-        v = copy.deepcopy(base)
+    for name, include, weights in (
+        ("5ch_bands", False, "none"),
+        ("7ch_bands_glcm", True, "none"),
+        ("7ch_pretrained", True, cfg.model.encoder_weights),
+    ):
+        if name == "7ch_pretrained" and (weights or "none").strip().lower() in ("none", ""):
+            continue
+        run = replace(
+            cfg.run, output_dir=Path(out_dir) / "ablation", name=name, progress=False, log=["csv"]
+        )
+        v = _train_config(cfg, run)
         v.data.include_glcm = include
-        v.model.encoder_weights = "none"
-        v.train.experiment_name = name
+        v.model.encoder_weights = weights
+        v.optim.epochs = epochs
+        v.optim.early_stop_patience = 0
         variants[name] = v
-    weights = (cfg.model.encoder_weights or "none").lower()
-    if weights != "none":
-        v = copy.deepcopy(base)
-        v.train.experiment_name = "7ch_pretrained"
-        variants["7ch_pretrained"] = v
     results = {}
     for name, v in variants.items():
-        v.data.glcm_cache = cfg.data.glcm_cache or (out_dir / "glcm_cache")
-        summary = train(v, enable_progress_bar=False, enable_model_summary=False)
+        summary = train(v)
         results[name] = {
-            "best_val_mcc": summary["best_val_mcc"],
-            "epochs": summary["epochs"],
+            "best_val_mcc": summary["metrics"].get("val/mcc"),
+            "epochs": summary["epochs_run"],
             "seconds": summary["seconds"],
         }
     return results
-
-
-@dataclass
-class DiagnoseConfig:
-    """Flags of ``glacier-diagnose`` (the data/model flags are those of ``glacier-train``)."""
-
-    train: GlacierTrainConfig
-    out_dir: Path
-    overfit_steps: int = 200
-    overfit_crop: int = 64
-    target_mcc: float = 0.9
-    ablation_epochs: int = 0
 
 
 def _plot_fractions(fractions: dict[str, dict[str, float]], out_png: Path) -> Path:
@@ -257,34 +271,59 @@ def _plot_fractions(fractions: dict[str, dict[str, float]], out_png: Path) -> Pa
     return out_png
 
 
-def diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
-    """Run all checks; writes ``report.json``, ``report.md`` and ``class_fractions.png``."""
-    tc = cfg.train
-    if tc.data.data_root is None:
-        raise ValueError("--data_root is required")
-    out = Path(cfg.out_dir)
+def _write_report(report: dict[str, Any], out: Path) -> list[Path]:
+    atomic_save_json(report, out / "report.json")
+    with atomic_write(out / "report.md", "w") as f:
+        f.write(_markdown(report))
+    return [out / "report.json", out / "report.md"]
+
+
+def _finish(
+    folder: RunFolder, report: dict[str, Any], metrics: dict[str, float], paths: list[Path]
+) -> dict[str, Any]:
+    return folder.finish(
+        metrics=metrics,
+        paths={p.name.replace(".", "_"): p for p in paths},
+        extra={
+            "pairing_ok": report["pairing"]["ok"],
+            "problems": report["pairing"]["problems"],
+            "unexpected_label_values": report.get("label_values", {}).get("unexpected"),
+            "overfit_passed": report.get("overfit_one_batch", {}).get("passed"),
+        },
+    )
+
+
+def diagnose(cfg: GlacierDiagnoseConfig) -> dict[str, Any]:
+    """Run every check; write ``report.json``, ``report.md`` and ``class_fractions.png``.
+
+    Returns ``summary.json``'s record: ``metrics`` holds ``diagnose/pairing_ok``,
+    ``diagnose/overfit_mcc`` ...; ``paths`` exactly the files written.
+    """
+    folder = RunFolder.plan(cfg, COMMAND)
+    if cfg.data.demo:
+        tc = _train_config(cfg, cfg.run)
+        prepare_demo(tc)
+        cfg.data.root, cfg.data.val_ids = tc.data.root, tc.data.val_ids
+    root = Path(cfg.data.root)
     report: dict[str, Any] = {}
-    pairing = scan_layout(tc.data.data_root)
+    pairing = scan_layout(root)
     report["pairing"] = pairing.to_dict()
+    out = folder.open()
+    metrics: dict[str, float] = {"diagnose/pairing_ok": float(pairing.ok)}
     if not pairing.ok:  # nothing else can be trusted; report and stop
-        atomic_save_json(report, out / "report.json")
-        (out / "report.md").write_text(
-            "# glacier-diagnose\n\nPAIRING FAILED:\n\n"
-            + "\n".join(f"- {p}" for p in pairing.problems())
-            + "\n"
-        )
-        return report
-    tiles = find_tiles(tc.data.data_root)
+        return _finish(folder, report, metrics, _write_report(report, out))
+    tiles = find_tiles(root)
     report["label_values"] = label_value_histogram([t.label_path for t in tiles if t.label_path])
     if report["label_values"]["unexpected"]:
-        atomic_save_json(report, out / "report.json")
-        return report
-    glcm = tc.data.glcm
-    arrays = load_tiles(
-        tiles, glcm=glcm, cache_dir=tc.data.glcm_cache or out / "glcm_cache", progress=True
-    )
+        return _finish(folder, report, metrics, _write_report(report, out))
+    glcm = cfg.glcm.texture()
+    cache = cfg.data.glcm_cache or default_glcm_cache()
+    arrays = load_tiles(tiles, glcm=glcm, cache_dir=cache, progress=cfg.run.progress)
     train_ids, val_ids = split_tiles(
-        [a.tile_id for a in arrays], tc.data.val_fraction, tc.train.seed, tc.data.val_ids
+        [a.tile_id for a in arrays],
+        cfg.data.val_fraction,
+        cfg.run.seed,
+        split_keys(cfg.data.val_ids),
     )
     splits: dict[str, list[TileArrays]] = {
         "train": [a for a in arrays if a.tile_id in set(train_ids)],
@@ -298,34 +337,37 @@ def diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
     report["channel_statistics"] = {
         s: channel_statistics([a.image for a in v], names) for s, v in splits.items() if v
     }
+    report["invalid_pixels"] = int(sum(int((~a.valid).sum()) for a in arrays))
     report["trivial_baseline_mcc"] = trivial_baseline_mcc([a.mask for a in arrays])
-    # overfit one batch: crops (class-balanced, fixed seed) of up to 4 training tiles
-    normalizer = Normalizer(tc.data.normalization).fit([a.image for a in splits["train"]])
-    rng = np.random.default_rng(tc.train.seed)
-    size = min(cfg.overfit_crop, *(min(a.image.shape[1:]) for a in splits["train"]))
+    # overfit one batch: crops (fixed seed) of up to 4 training tiles
+    fit_tiles = splits["train"] or arrays
+    normalizer = Normalizer(cfg.data.normalization).fit([a.image for a in fit_tiles])
+    rng = np.random.default_rng(cfg.run.seed)
+    size = min(cfg.diagnose.overfit_crop, *(min(a.image.shape[1:]) for a in fit_tiles))
     images, masks = [], []
-    for a in splits["train"][:4]:
+    for a in fit_tiles[:4]:
         r0 = int(rng.integers(a.image.shape[1] - size + 1))
         c0 = int(rng.integers(a.image.shape[2] - size + 1))
         images.append(normalizer(a.image)[:, r0 : r0 + size, c0 : c0 + size])
         masks.append(a.mask[r0 : r0 + size, c0 : c0 + size].astype(np.int64))
-    batch_x = torch.from_numpy(np.stack(images))
-    batch_y = torch.from_numpy(np.stack(masks))
-    model_cfg = dataclasses.replace(tc.model, encoder_weights="none")
     report["overfit_one_batch"] = overfit_one_batch(
-        batch_x,
-        batch_y,
-        model_cfg,
-        steps=cfg.overfit_steps,
-        target_mcc=cfg.target_mcc,
-        seed=tc.train.seed,
+        torch.from_numpy(np.stack(images)),
+        torch.from_numpy(np.stack(masks)),
+        cfg.model,
+        steps=cfg.diagnose.overfit_steps,
+        target_mcc=cfg.diagnose.target_mcc,
+        seed=cfg.run.seed,
     )
-    if cfg.ablation_epochs > 0:
-        report["ablation"] = run_ablation(tc, cfg.ablation_epochs, out)
-    atomic_save_json(report, out / "report.json")
-    _plot_fractions(report["class_fractions"], out / "class_fractions.png")
-    (out / "report.md").write_text(_markdown(report), encoding="utf-8")
-    return report
+    metrics["diagnose/trivial_baseline_mcc"] = report["trivial_baseline_mcc"]
+    metrics["diagnose/overfit_mcc"] = report["overfit_one_batch"]["mcc"]
+    if cfg.diagnose.ablation_epochs > 0:
+        report["ablation"] = run_ablation(cfg, cfg.diagnose.ablation_epochs, out)
+        for name, r in report["ablation"].items():
+            if r["best_val_mcc"] is not None:
+                metrics[f"diagnose/ablation/{name}/val_mcc"] = r["best_val_mcc"]
+    paths = _write_report(report, out)
+    paths.append(_plot_fractions(report["class_fractions"], out / "class_fractions.png"))
+    return _finish(folder, report, metrics, paths)
 
 
 def _glcm_channel_names(glcm: Any) -> list[str]:
@@ -339,14 +381,24 @@ def _glcm_channel_names(glcm: Any) -> list[str]:
 def _markdown(report: dict[str, Any]) -> str:
     lines = ["# glacier-diagnose", ""]
     p = report["pairing"]
-    lines.append(f"- pairing: {'OK' if p['ok'] else 'FAILED'}, {p['n_paired']} tiles paired by id")
+    lines.append(f"- pairing: {'OK' if p['ok'] else 'FAILED'}, {p['n_paired']} tiles paired by key")
+    if not p["ok"]:
+        lines += ["", "PAIRING FAILED:", ""] + [f"- {line}" for line in p["problems"]]
+        return "\n".join(lines) + "\n"
+    labels = report["label_values"]
     lines.append(
-        f"- label values: {report['label_values']['counts']} (unexpected: {report['label_values']['unexpected'] or 'none'})"
+        f"- mask values: {labels['counts']} (unexpected: {labels['unexpected'] or 'none'})"
     )
+    if labels["unexpected"]:
+        lines += ["", "UNEXPECTED MASK VALUES (expected 0/85/170/255):", ""]
+        lines += [f"- {f}: {v}" for f, v in labels["per_file_unexpected"].items()]
+        return "\n".join(lines) + "\n"
+    lines.append(f"- invalid pixels (no value in some band): {report['invalid_pixels']}")
     lines.append(f"- trivial baseline (all background) MCC: {report['trivial_baseline_mcc']:.4f}")
     o = report["overfit_one_batch"]
     lines.append(
-        f"- overfit one batch: MCC {o['mcc']:.4f} after {o['steps']} steps ({'PASS' if o['passed'] else 'FAIL'})"
+        f"- overfit one batch: MCC {o['mcc']:.4f} after {o['steps']} steps "
+        f"({'PASS' if o['passed'] else 'FAIL'})"
     )
     lines += [
         "",
@@ -360,70 +412,6 @@ def _markdown(report: dict[str, Any]) -> str:
     if "ablation" in report:
         lines += ["", "| variant | best val MCC | epochs |", "|---|---|---|"]
         for name, r in report["ablation"].items():
-            lines.append(f"| {name} | {r['best_val_mcc']:.4f} | {r['epochs']} |")
+            score = "n/a" if r["best_val_mcc"] is None else f"{r['best_val_mcc']:.4f}"
+            lines.append(f"| {name} | {score} | {r['epochs']} |")
     return "\n".join(lines) + "\n"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = train_cli.build_parser()
-    parser.prog = "glacier-diagnose"
-    parser.description = (
-        "Checks for a glacier run that scores near MCC 0: pairing by tile id, raw label values, class "
-        "fractions per split, band and GLCM statistics, trivial-baseline MCC, an overfit-one-batch sanity "
-        "run, and a short 5- vs 7-channel ablation."
-    )
-    g = parser.add_argument_group("diagnose")
-    g.add_argument(
-        "--out_dir",
-        type=Path,
-        default=Path("runs/diagnose"),
-        help="report folder (default %(default)s)",
-    )
-    g.add_argument(
-        "--overfit_steps",
-        type=int,
-        default=200,
-        help="most steps of the overfit-one-batch run (default %(default)s)",
-    )
-    g.add_argument("--overfit_crop", type=int, default=64, help="crop side of the overfit batch")
-    g.add_argument(
-        "--target_mcc",
-        type=float,
-        default=0.9,
-        help="MCC the overfit run must reach (default %(default)s)",
-    )
-    g.add_argument(
-        "--ablation_epochs",
-        type=int,
-        default=0,
-        help="epochs per ablation variant; 0 skips the ablation",
-    )
-    parser.set_defaults(encoder_name="resnet18")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``glacier-diagnose``; exit code 1 when a check fails."""
-
-    def run(ns: argparse.Namespace) -> dict[str, Any]:
-        tc = train_cli.config_from_args(ns)
-        tc.data.include_glcm = True
-        report = diagnose(
-            DiagnoseConfig(
-                tc, ns.out_dir, ns.overfit_steps, ns.overfit_crop, ns.target_mcc, ns.ablation_epochs
-            )
-        )
-        return {
-            "pairing_ok": report["pairing"]["ok"],
-            "unexpected_label_values": report.get("label_values", {}).get("unexpected"),
-            "trivial_baseline_mcc": report.get("trivial_baseline_mcc"),
-            "overfit_one_batch": report.get("overfit_one_batch"),
-            "ablation": report.get("ablation"),
-            "report": str(Path(ns.out_dir) / "report.md"),
-        }
-
-    return run_cli(run, argv, build_parser())
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

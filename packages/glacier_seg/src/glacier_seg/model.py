@@ -22,21 +22,28 @@ bank ``W_rgb`` (``--extra_channel_init``):
 * ``zero``: the visible bands take their matched filters unscaled, extra channels start at 0, so
   the network starts exactly as the RGB ImageNet model and learns what the extra channels add.
 
+The configs (:class:`~glacier_seg.config.ModelConfig`, :class:`~glacier_seg.config.LossConfig`) live in
+:mod:`glacier_seg.config`; a checkpoint stores them as dicts plus ``in_channels`` and ``num_classes``.
+:func:`export_smp` writes a trained network with smp's ``save_pretrained``.
+
 Example:
-    >>> model = build_model(ModelConfig(encoder_name="resnet18", in_channels=7))
+    >>> model = build_model(ModelConfig(encoder_name="resnet18"), in_channels=7)
     >>> model(torch.zeros(1, 7, 64, 64)).shape
     torch.Size([1, 4, 64, 64])
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import segmentation_models_pytorch as smp
 import torch
+import torch.nn.functional as F
+from eo_common.errors import InputError
 from eo_common.losses import (
     BoundaryLoss,
     DiceLoss,
@@ -48,6 +55,9 @@ from eo_common.losses import (
 )
 from torch import Tensor, nn
 
+from glacier_seg.config import LossConfig, ModelConfig
+from glacier_seg.layout import IGNORE_INDEX
+
 __all__ = [
     "NUM_CLASSES",
     "EncoderWeightsError",
@@ -57,37 +67,18 @@ __all__ = [
     "expand_first_conv",
     "load_encoder_state_dict",
     "build_loss",
+    "model_config_from_hparams",
+    "model_hparams",
+    "padded_forward",
+    "export_smp",
 ]
 
 NUM_CLASSES = 4
 ExtraChannelInit = Literal["rgb_matched", "smp", "zero"]
 
 
-class EncoderWeightsError(ValueError):
+class EncoderWeightsError(InputError):
     """Encoder weights that cannot be obtained or loaded; the message names the file or source."""
-
-
-@dataclass
-class ModelConfig:
-    """Network switches (one field per CLI flag).
-
-    Attributes:
-        encoder_name: any smp encoder name (default ``resnet34``).
-        in_channels: input channels: 5 bands, or 5 + GLCM channels (7 by default).
-        encoder_weights: ``"none"``, ``"imagenet"`` or a path to a local state dict.
-        decoder_attention_type: ``"scse"`` (default) or ``"none"``.
-        extra_channel_init: see the module docstring.
-        num_classes: 4 (background, glacier, debris, lake).
-        decoder_channels: U-Net decoder widths, one per encoder stage (smp default).
-    """
-
-    encoder_name: str = "resnet34"
-    in_channels: int = 7
-    encoder_weights: str = "none"
-    decoder_attention_type: str = "scse"
-    extra_channel_init: ExtraChannelInit = "rgb_matched"
-    num_classes: int = NUM_CLASSES
-    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
 
 
 def expand_first_conv(
@@ -131,7 +122,10 @@ def expand_first_conv(
     raise ValueError(f"extra_channel_init must be 'rgb_matched', 'smp' or 'zero', got {mode!r}")
 
 
-def _unwrap_state_dict(obj: object, path: Path) -> dict[str, Tensor]:
+def _unwrap_state_dict(obj: object, path: Path, known: set[str] | None = None) -> dict[str, Tensor]:
+    """The tensors of a saved state dict, keys normalised to the encoder's (``known``): wrapper
+    prefixes (``module.``, ``model.``, ``encoder.``) are dropped until a key is known, and classifier
+    heads are dropped."""
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     for key in ("state_dict", "model", "model_state_dict"):
@@ -141,17 +135,20 @@ def _unwrap_state_dict(obj: object, path: Path) -> dict[str, Tensor]:
         raise EncoderWeightsError(f"{path}: not a state dict of tensors")
     out: dict[str, Tensor] = {}
     for key, value in obj.items():
-        for prefix in ("module.", "model.", "encoder."):
-            if key.startswith(prefix):
+        for prefix in ("module.", "encoder.", "model."):
+            if (known is None or key not in known) and key.startswith(prefix):
                 key = key[len(prefix) :]
-        if key.startswith(("fc.", "classifier.", "head.")):
+        if (known is None or key not in known) and key.startswith(("fc.", "classifier.", "head.")):
             continue
         out[key] = value
     return out
 
 
-def load_encoder_state_dict(encoder_name: str, source: str) -> dict[str, Tensor]:
-    """A 3-channel encoder state dict from ``"imagenet"`` (smp download) or a local file."""
+def load_encoder_state_dict(
+    encoder_name: str, source: str, known: set[str] | None = None
+) -> dict[str, Tensor]:
+    """A 3-channel encoder state dict from ``"imagenet"`` (smp download) or a local file (keys
+    normalised to ``known``, the encoder's own keys, when given)."""
     if source == "imagenet":
         try:
             encoder = smp.encoders.get_encoder(encoder_name, in_channels=3, weights="imagenet")
@@ -173,7 +170,7 @@ def load_encoder_state_dict(encoder_name: str, source: str) -> dict[str, Tensor]
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise EncoderWeightsError(f"{path}: cannot read encoder weights ({exc})") from exc
-    return _unwrap_state_dict(obj, path)
+    return _unwrap_state_dict(obj, path, known)
 
 
 def _first_conv_name(encoder: nn.Module) -> str:
@@ -192,8 +189,25 @@ def _drop_unused_attention(model: smp.Unet) -> None:
         last.attention1 = nn.Identity()
 
 
-def build_model(cfg: ModelConfig) -> smp.Unet:
+def _unet_kwargs(cfg: ModelConfig, in_channels: int, num_classes: int) -> dict[str, Any]:
+    attention = None if cfg.decoder_attention_type in (None, "none") else cfg.decoder_attention_type
+    return {
+        "encoder_name": cfg.encoder_name,
+        "encoder_weights": None,
+        "in_channels": int(in_channels),
+        "classes": int(num_classes),
+        "decoder_attention_type": attention,
+        "decoder_channels": tuple(int(c) for c in cfg.decoder_channels),
+    }
+
+
+def build_model(cfg: ModelConfig, in_channels: int, num_classes: int = NUM_CLASSES) -> smp.Unet:
     """smp U-Net with the configured encoder, scSE decoder attention and encoder weights.
+
+    Args:
+        cfg: the ``model`` group.
+        in_channels: input channels (5 bands, or 5 + the GLCM channels).
+        num_classes: output classes (4).
 
     Returns:
         ``nn.Module`` mapping (B, in_channels, H, W) -> (B, num_classes, H, W) logits; H and W
@@ -202,20 +216,12 @@ def build_model(cfg: ModelConfig) -> smp.Unet:
     Raises:
         EncoderWeightsError: weights unavailable, unreadable or not matching the encoder.
     """
-    attention = None if cfg.decoder_attention_type in (None, "none") else cfg.decoder_attention_type
-    model = smp.Unet(
-        encoder_name=cfg.encoder_name,
-        encoder_weights=None,
-        in_channels=cfg.in_channels,
-        classes=cfg.num_classes,
-        decoder_attention_type=attention,
-        decoder_channels=tuple(cfg.decoder_channels),
-    )
+    model = smp.Unet(**_unet_kwargs(cfg, in_channels, num_classes))
     _drop_unused_attention(model)
     weights = (cfg.encoder_weights or "none").strip()
     if weights.lower() in ("none", "null", ""):
         return model
-    state = load_encoder_state_dict(cfg.encoder_name, weights)
+    state = load_encoder_state_dict(cfg.encoder_name, weights, set(model.encoder.state_dict()))
     conv_key = _first_conv_name(model.encoder)
     if conv_key not in state:
         raise EncoderWeightsError(
@@ -227,7 +233,7 @@ def build_model(cfg: ModelConfig) -> smp.Unet:
             f"{weights}: {conv_key} has shape {tuple(rgb.shape)}, expected (O, 3, k, k)"
         )
     state = dict(state)
-    state[conv_key] = expand_first_conv(rgb.float(), cfg.in_channels, cfg.extra_channel_init)
+    state[conv_key] = expand_first_conv(rgb.float(), in_channels, cfg.extra_channel_init)
     # nn.Module.load_state_dict: smp encoders override it and return None
     missing, unexpected = nn.Module.load_state_dict(model.encoder, state, strict=False)
     if missing or unexpected:
@@ -236,30 +242,6 @@ def build_model(cfg: ModelConfig) -> smp.Unet:
             f"unexpected {sorted(unexpected)[:8]}"
         )
     return model
-
-
-@dataclass
-class LossConfig:
-    """Loss weights and parameters (one field per flag); a weight of 0 switches a term off.
-
-    Attributes:
-        focal_weight, dice_weight, mcc_weight, boundary_weight, lovasz_weight, tversky_weight:
-            term weights.
-        focal_gamma: one gamma, or one per class (background, glacier, debris, lake).
-        class_weights: focal alpha per class, or None.
-        tversky_alpha, tversky_beta: Tversky false-positive / false-negative weights.
-    """
-
-    focal_weight: float = 1.0
-    dice_weight: float = 1.0
-    mcc_weight: float = 0.5
-    boundary_weight: float = 0.0
-    lovasz_weight: float = 0.0
-    tversky_weight: float = 0.0
-    focal_gamma: tuple[float, ...] = (2.0,)
-    class_weights: tuple[float, ...] | None = None
-    tversky_alpha: float = 0.3
-    tversky_beta: float = 0.7
 
 
 class _LogitsTarget(nn.Module):
@@ -279,23 +261,110 @@ def build_loss(cfg: LossConfig, num_classes: int = NUM_CLASSES) -> WeightedSum:
     Call as ``total, parts = loss(logits, target, boundary=(logits, dist_maps))``; the boundary
     term needs :func:`eo_common.losses.signed_distance_map` of the target.
     """
-    gamma = cfg.focal_gamma[0] if len(cfg.focal_gamma) == 1 else list(cfg.focal_gamma)
-    if not isinstance(gamma, float) and len(gamma) != num_classes:
-        raise ValueError(f"focal_gamma needs 1 or {num_classes} values, got {len(cfg.focal_gamma)}")
-    alpha = list(cfg.class_weights) if cfg.class_weights else None
+    gammas = [float(g) for g in cfg.focal_gamma]
+    if len(gammas) not in (1, num_classes):
+        raise ValueError(f"loss.focal_gamma: give 1 or {num_classes} values, got {len(gammas)}")
+    gamma: float | list[float] = gammas[0] if len(gammas) == 1 else gammas
+    alpha = [float(a) for a in cfg.class_weights] if cfg.class_weights else None
     terms: dict[str, tuple[nn.Module, float]] = {
         "focal": (FocalLoss(alpha=alpha, gamma=gamma), cfg.focal_weight),
         "dice": (DiceLoss(num_classes), cfg.dice_weight),
         "mcc": (MCCLoss(num_classes), cfg.mcc_weight),
         "boundary": (BoundaryLoss(classes=tuple(range(1, num_classes))), cfg.boundary_weight),
-        "lovasz": (_LogitsTarget(LovaszLoss(mode="multiclass")), cfg.lovasz_weight),
+        "lovasz": (
+            _LogitsTarget(LovaszLoss(mode="multiclass", ignore_index=IGNORE_INDEX)),
+            cfg.lovasz_weight,
+        ),
         "tversky": (
             _LogitsTarget(
-                TverskyLoss(mode="multiclass", alpha=cfg.tversky_alpha, beta=cfg.tversky_beta)
+                TverskyLoss(
+                    mode="multiclass",
+                    alpha=cfg.tversky_alpha,
+                    beta=cfg.tversky_beta,
+                    ignore_index=IGNORE_INDEX,
+                )
             ),
             cfg.tversky_weight,
         ),
     }
     if all(w == 0 for _, w in terms.values()):
-        raise ValueError("every loss weight is 0: enable at least one term")
+        raise ValueError("loss: every loss weight is 0: enable at least one term")
     return WeightedSum(terms)
+
+
+def model_config_from_hparams(model: Mapping[str, Any]) -> tuple[ModelConfig, int, int]:
+    """(``ModelConfig``, in_channels, num_classes) from a checkpoint's ``model`` hyper-parameters
+    (those of every release: a dict of the config fields plus ``in_channels`` and ``num_classes``)."""
+    names = {f.name for f in fields(ModelConfig)}
+    values = {k: v for k, v in model.items() if k in names}
+    if "decoder_channels" in values:
+        values["decoder_channels"] = [int(c) for c in values["decoder_channels"]]
+    return (
+        ModelConfig(**values),
+        int(model["in_channels"]),
+        int(model.get("num_classes", NUM_CLASSES)),
+    )
+
+
+def model_hparams(
+    cfg: ModelConfig, in_channels: int, num_classes: int = NUM_CLASSES
+) -> dict[str, Any]:
+    """The ``model`` hyper-parameters a checkpoint stores (inverse of :func:`model_config_from_hparams`)."""
+    out = asdict(cfg)
+    out.update(in_channels=int(in_channels), num_classes=int(num_classes))
+    return out
+
+
+def padded_forward(model: nn.Module, x: Tensor, multiple: int = 32) -> Tensor:
+    """Run ``model`` on ``x`` (B, C, H, W) of any size: reflect-pad H and W up to a multiple of
+    ``multiple`` (U-Net strides), then crop the logits back to (B, K, H, W)."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return model(x)[..., :height, :width]
+
+
+def export_smp(
+    net: nn.Module,
+    cfg: ModelConfig,
+    in_channels: int,
+    out_dir: str | Path,
+    *,
+    inputs: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    num_classes: int = NUM_CLASSES,
+) -> Path:
+    """Write a trained U-Net with smp's ``save_pretrained`` (``smp.from_pretrained(out_dir)`` loads it).
+
+    :func:`build_model` replaces the never-called scSE block of the last decoder stage by an identity;
+    smp's loader expects the block, so the export is a fresh ``smp.Unet`` of the same configuration that
+    receives every trained weight (only that unused block keeps its initial weights; it never runs, so
+    the outputs are the trained network's). ``inputs`` (channels, normaliser, GLCM) are written beside
+    it as ``glacier_inputs.json``: what a user must feed the network.
+
+    Raises:
+        ValueError: the trained weights do not fit the configuration (a bug, not a user fault).
+    """
+    out = Path(out_dir)
+    fresh = smp.Unet(**_unet_kwargs(cfg, in_channels, num_classes))
+    missing, unexpected = fresh.load_state_dict(net.state_dict(), strict=False)
+    unused = [
+        k
+        for k in missing
+        if ".attention1." in k and k.startswith(f"decoder.blocks.{len(fresh.decoder.blocks) - 1}.")
+    ]
+    if unexpected or set(missing) - set(unused):
+        raise ValueError(
+            f"export: weights do not fit the U-Net: missing {missing}, unexpected {unexpected}"
+        )
+    fresh.eval()
+    fresh.save_pretrained(
+        str(out), metrics=dict(metrics) if metrics else None, dataset="GlacierHack"
+    )
+    if inputs is not None:
+        (out / "glacier_inputs.json").write_text(
+            json.dumps(dict(inputs), indent=2), encoding="utf-8"
+        )
+    return out

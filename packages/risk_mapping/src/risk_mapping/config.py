@@ -1,39 +1,80 @@
-"""The ``risk-pipeline`` configuration: typed sections, schema validation that lists every problem.
+"""The typed configuration of every risk_mapping command (no torch import: ``--help`` stays fast).
 
-A config file is YAML with the sections ``dataset``, ``model``, ``training``, ``inference`` (with
-``crf``) and ``evaluation`` plus the top-level keys ``output_dir`` and ``seed``. Every key maps to one
-field of a dataclass below; the dataclass annotations and the ``metadata`` of each field (``min``,
-``max``, ``choices``, ``path``) *are* the schema. :func:`validate_config` walks a parsed YAML mapping
-against that schema and collects every problem (unknown key, wrong type, out-of-range value, missing
-input file, encoder name unknown to segmentation_models_pytorch) instead of stopping at the first.
+A risk config is the YAML file the researchers already write (``packages/risk_mapping/config.yaml``):
+the sections ``dataset``, ``model``, ``training`` (with ``augmentation``), ``inference`` (with
+``crf``) and ``evaluation`` (with ``targets``), and at the top level the run settings (``output_dir``,
+``seed``, ...). Each section is a dataclass of :func:`eo_common.config.opt` fields; the shared command
+layer (:mod:`eo_common.command`) turns them into flags (``--training.lr 1e-4``, ``--seed 42``),
+``--config file.yaml`` (relative paths are relative to the file), ``--print_config`` and validation
+that names every bad key, type and range at once. :meth:`RiskConfig.check` adds the rules across
+fields and that the input files exist; what needs the files opened (grids, CRS, nodata, bands, label
+values) is checked by :func:`risk_mapping.sources.check_inputs` before any work starts.
+
+How the shared concepts map onto the risk keys (the one place where this is decided)
+    The top level of a risk config *is* the shared ``run`` group: :class:`RiskConfig` extends
+    :class:`eo_common.config.RunConfig`, so ``output_dir``, ``seed``, ``resume``, ``overwrite``,
+    ``time_budget_s``, ``accelerator``, ``devices``, ``precision``, ``threads``, ``log`` and
+    ``progress`` are the shared fields under their shared names (``--run.seed`` is accepted as well).
+    The researchers' training keys stay in ``training`` (``training.epochs``,
+    ``training.use_focal_loss``, ...); :attr:`RiskConfig.optim` builds the shared
+    :class:`eo_common.config.OptimConfig` from them, so there is no second ``optim`` group:
+
+    ===========================  ==============================================================
+    risk key                     shared concept
+    ===========================  ==============================================================
+    ``output_dir``, ``seed``,    ``run.*`` (the same fields: RiskConfig is a RunConfig)
+    ``resume`` ... (top level)
+    ``training.epochs``          ``optim.epochs``
+    ``training.lr``              ``optim.lr``
+    ``training.weight_decay``    ``optim.weight_decay``
+    ``training.lr_scheduler``    ``optim.scheduler``
+    ``training.patience``        ``optim.early_stop_patience`` (on ``val/kappa``)
+    ``training.grad_clip``       ``optim.grad_clip``
+    ``training.limit_train_batches``  ``optim.limit_train_batches``
+    ``training.batch_size``      ``data.batch_size``
+    ``training.num_workers``     ``data.num_workers``
+    ``training.accelerator``     old spelling of the top-level ``accelerator`` (null: not set)
+    ``dataset.root``             ``data.root`` (the Landslide4Sense folder)
+    ===========================  ==============================================================
 
 Example:
-    >>> problems = validate_config({"dataset": {"tile_size": -4, "colour": 1}})
-    >>> [p.field for p in problems][:3]
-    ['dataset.colour', 'dataset.stack', 'dataset.labels']
-
-Command line: ``risk-validate-config config.yaml`` prints ``OK`` or one line per problem and exits
-with status 2 when there is any problem.
+    >>> cfg = RiskConfig(dataset=DatasetConfig(stack=Path("s.tif"), labels=Path("l.tif")))
+    >>> cfg.optim.early_stop_patience == cfg.training.patience, cfg.run.seed
+    (True, 0)
+    >>> [p for p in RiskConfig(file_check=False).check() if p.startswith("dataset")]
+    ['dataset.stack: required for layout rasters (a multi-band GeoTIFF or a list of rasters)', 'dataset.labels: required for layout rasters']
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import hashlib
-import json
-import sys
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
+from eo_common.config import OptimConfig, RunConfig, opt
+
+from risk_mapping.config_rules import (
+    CATEGORICAL_RESAMPLING,
+    CLASS_NAMES,
+    CONTINUOUS_RESAMPLING,
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    STAGES,
+    dataset_problems,
+    inference_problems,
+    missing_files,
+    model_problems,
+    stack_files,
+)
 
 __all__ = [
-    "ConfigError",
-    "ConfigProblem",
+    "CLASS_NAMES",
+    "NUM_CLASSES",
+    "IGNORE_INDEX",
+    "STAGES",
+    "CONTINUOUS_RESAMPLING",
+    "CATEGORICAL_RESAMPLING",
     "DatasetConfig",
     "ModelConfig",
     "AugmentationConfig",
@@ -42,553 +83,394 @@ __all__ = [
     "InferenceConfig",
     "TargetsConfig",
     "EvaluationConfig",
-    "PipelineConfig",
-    "validate_config",
-    "load_config",
-    "config_to_dict",
-    "config_from_dict",
-    "build_section",
-    "section_fingerprint",
-    "known_encoder_names",
-    "main",
+    "RiskConfig",
+    "ValidateConfig",
+    "EvaluateConfig",
+    "run_fields",
+    "stack_files",
 ]
-
-CLASS_NAMES = ("low", "medium", "high")
-NUM_CLASSES = 3
-IGNORE_INDEX = 255
-
-
-def _f(default: Any = dataclasses.MISSING, *, factory: Any = None, **meta: Any) -> Any:
-    """A dataclass field with schema metadata (min, max, choices, path, doc)."""
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 @dataclass
 class DatasetConfig:
-    """Input rasters, tiling, the spatial split and minority-class oversampling.
+    """dataset: input rasters (or a Landslide4Sense folder), the spatial split, tiling and oversampling."""
 
-    ``stack`` is one multi-band GeoTIFF or a list of single-band rasters; rasters on different grids
-    are resampled onto the first with ``resampling`` (rasterio method name) when
-    ``align_rasters`` is true, otherwise a grid mismatch is an error.
-    """
+    layout: Literal["rasters", "landslide4sense"] = opt(
+        "rasters",
+        help="rasters: a stack (one file or a list) + a label raster; landslide4sense: "
+        "images/<split>/image_N.h5 + annotations/<split>/mask_N.h5 under dataset.root",
+    )
+    stack: Path | list[Path] | None = opt(
+        None, help="multi-band GeoTIFF, or a list of rasters stacked in this order"
+    )
+    labels: Path | None = opt(
+        None, help="label raster: 0 low, 1 medium, 2 high, 255 ignore (or see label_map)"
+    )
+    root: Path | None = opt(
+        None, help="data set folder (layout landslide4sense)", aliases=("--data_root",)
+    )
+    band_names: list[str] | None = opt(None, help="names of the stack bands (default: file names)")
+    kinds: list[Literal["continuous", "categorical"]] = opt(
+        help="one per stack file: continuous (DEM, slope, reflectance) or categorical (land cover "
+        "codes: resampled with nearest/mode only, never interpolated); empty: all continuous",
+        factory=list,
+    )
+    resampling: str | list[str] = opt(
+        "bilinear",
+        help="resampling onto the reference grid: one name for every continuous raster "
+        f"({', '.join(CONTINUOUS_RESAMPLING)}) or one per stack file",
+    )
+    categorical_resampling: Literal["nearest", "mode"] = opt(
+        "mode", help="resampling of categorical rasters when dataset.resampling is one name"
+    )
+    labels_resampling: Literal["nearest", "mode"] = opt(
+        "mode", help="resampling of the labels when they are on another grid"
+    )
+    nodata: list[float | None] = opt(
+        help="one per stack file: its nodata value (null: the value in the file); empty: all "
+        "from the files",
+        factory=list,
+    )
+    label_map: list[int] = opt(
+        help="risk class of each source label value (position = value), e.g. [0, 2] for binary "
+        "landslide masks; 255 = ignore; empty: values are already 0/1/2/255",
+        factory=list,
+    )
+    align_rasters: bool = opt(
+        False, help="resample rasters (and labels) on another grid onto the reference grid"
+    )
+    reproject: bool = opt(
+        False, help="with align_rasters: also reproject rasters in another CRS (never silent)"
+    )
+    reference_grid: Literal["stack", "labels"] = opt(
+        "stack", help="grid everything is aligned to: the first stack raster's or the labels'"
+    )
+    optical_bands: list[int] = opt(
+        help="0-based stack bands that get brightness/contrast/saturation jitter",
+        factory=list,
+        min=0,
+    )
+    tile_size: int = opt(64, help="training tile side (px, multiple of 32)", min=32, max=4096)
+    overlap: int = opt(16, help="overlap of neighbouring training tiles (px)", min=0, max=2048)
+    min_valid_fraction: float = opt(
+        0.5, help="drop tiles with fewer labelled pixels (fraction)", min=0.0, max=1.0
+    )
+    block_size: int = opt(
+        256, help="side of the square blocks assigned whole to train/val/test (px)", min=32
+    )
+    val_fraction: float = opt(0.15, help="fraction of blocks for validation", min=0.0, max=0.9)
+    test_fraction: float = opt(0.15, help="fraction of blocks for testing", min=0.0, max=0.9)
+    oversample_class: int = opt(1, help="class to oversample (1 = medium)", min=0, max=2)
+    oversample_target_fraction: float = opt(
+        0.3,
+        help="duplicate rich tiles until this fraction of labelled pixels is oversample_class "
+        "(0: no duplication)",
+        min=0.0,
+        max=0.95,
+    )
+    medium_rich_threshold: float = opt(
+        0.3, help="a tile with at least this fraction of oversample_class pixels is 'rich'", min=0.0
+    )
+    use_smote: bool = opt(True, help="add SMOTE tiles interpolated between rich tiles")
+    smote_k_neighbors: int = opt(5, help="SMOTE neighbours", min=1, max=100)
+    smote_ratio: float = opt(0.5, help="synthetic tiles per rich tile", min=0.0, max=10.0)
+    smote_too_few: Literal["lower_k", "skip", "error"] = opt(
+        "lower_k", help="fewer rich tiles than smote_k_neighbors + 1: lower k, skip, or error"
+    )
 
-    stack: str | list[str] = _f(
-        None, path=True, required=True, doc="multi-band GeoTIFF or list of single-band rasters"
-    )
-    labels: str = _f(None, path=True, required=True, doc="label raster, uint8 0/1/2, 255 = ignore")
-    band_names: list[str] | None = _f(None, doc="names of the stack bands (default band_1..)")
-    align_rasters: bool = _f(False, doc="resample rasters on another grid onto the first one")
-    resampling: Literal["nearest", "bilinear", "cubic", "average"] = _f("bilinear")
-    optical_bands: list[int] = _f(
-        factory=list, min=0, doc="0-based stack bands that get colour jitter"
-    )
-    tile_size: int = _f(64, min=16, max=4096, doc="tile edge in pixels")
-    overlap: int = _f(16, min=0, max=2048, doc="overlap of neighbouring tiles in pixels")
-    min_valid_fraction: float = _f(
-        0.5, min=0.0, max=1.0, doc="drop tiles with fewer labelled pixels"
-    )
-    block_size: int = _f(
-        256, min=16, doc="edge of the square blocks that are assigned to one split"
-    )
-    val_fraction: float = _f(0.15, min=0.0, max=0.9)
-    test_fraction: float = _f(0.15, min=0.0, max=0.9)
-    oversample_class: int = _f(1, min=0, max=2)
-    oversample_target_fraction: float = _f(0.3, min=0.0, max=0.95, doc="0 disables duplication")
-    medium_rich_threshold: float = _f(0.3, min=0.0, max=1.0, doc="class fraction of a 'rich' tile")
-    use_smote: bool = _f(True)
-    smote_k_neighbors: int = _f(5, min=1, max=100)
-    smote_ratio: float = _f(0.5, min=0.0, max=10.0, doc="synthetic tiles per medium-rich tile")
-    smote_too_few: Literal["lower_k", "skip", "error"] = _f("lower_k")
+    def __post_init__(self) -> None:
+        if isinstance(self.stack, list | tuple):
+            self.stack = [Path(p) for p in self.stack]
+        elif self.stack is not None:
+            self.stack = Path(self.stack)
+        for key in ("labels", "root"):
+            if getattr(self, key) is not None:
+                setattr(self, key, Path(getattr(self, key)))
 
 
 @dataclass
 class ModelConfig:
-    """smp U-Net with a switchable spatial attention block and a softmax + CORAL head."""
+    """model: smp U-Net with a switchable attention block and a softmax + CORAL head."""
 
-    encoder: str = _f("resnet34", doc="any encoder name smp knows (efficientnet-b4, resnet50, ...)")
-    encoder_weights: str | None = _f(None, doc="'imagenet' or null (offline: null)")
-    attention: bool = _f(True, doc="channel + spatial attention on the deepest encoder features")
-    attention_reduction: int = _f(16, min=1, max=256)
-    dropout_prob: float = _f(0.2, min=0.0, max=0.9)
-    decoder_channels: list[int] = _f(factory=lambda: [256, 128, 64, 32, 16], min=1, length=5)
-    coral_ordered_biases: bool = _f(True, doc="keep CORAL biases decreasing (rank-consistent)")
+    encoder: str = opt(
+        "resnet34", help="encoder name smp knows (efficientnet-b4, resnet50, tu-<timm name>, ...)"
+    )
+    encoder_weights: str | None = opt(
+        None, help="'imagenet' (needs the weights in the local cache) or null"
+    )
+    attention: bool = opt(True, help="CBAM attention on the deepest encoder features")
+    attention_reduction: int = opt(16, help="channel reduction of the attention MLP", min=1)
+    dropout_prob: float = opt(0.2, help="Dropout2d before the heads", min=0.0, max=0.9)
+    decoder_channels: list[int] = opt(
+        help="U-Net decoder widths (5 values)", factory=lambda: [256, 128, 64, 32, 16], min=1
+    )
+    coral_ordered_biases: bool = opt(True, help="keep the CORAL biases ordered (rank-consistent)")
 
 
 @dataclass
 class AugmentationConfig:
-    """Geometric augmentation on all bands, photometric jitter on ``dataset.optical_bands`` only."""
+    """training.augmentation: flips and 90-degree turns on all bands, jitter on optical bands."""
 
-    flips: bool = _f(True)
-    rotations: bool = _f(True, doc="random multiples of 90 degrees")
-    brightness: float = _f(0.1, min=0.0, max=2.0, doc="additive offset range in standard units")
-    contrast: float = _f(0.1, min=0.0, max=1.0, doc="scale range around the tile mean")
-    saturation: float = _f(0.1, min=0.0, max=1.0, doc="scale range around the optical-band mean")
+    flips: bool = opt(True, help="random horizontal and vertical flips")
+    rotations: bool = opt(True, help="random multiples of 90 degrees")
+    brightness: float = opt(0.1, help="additive offset range (standard units)", min=0.0, max=2.0)
+    contrast: float = opt(0.1, help="scale range around the tile mean", min=0.0, max=1.0)
+    saturation: float = opt(0.1, help="scale range around the optical mean", min=0.0, max=1.0)
 
 
 @dataclass
 class TrainingConfig:
-    """Loss, optimisation and stopping."""
+    """training: loss, optimisation and stopping (see the module docstring for the shared names)."""
 
-    epochs: int = _f(50, min=1, max=10000)
-    patience: int = _f(10, min=1, doc="early stopping on val/kappa")
-    batch_size: int = _f(16, min=1)
-    lr: float = _f(1e-3, min=0.0, max=1.0)
-    weight_decay: float = _f(1e-4, min=0.0, max=1.0)
-    lr_scheduler: Literal["cosine", "step", "plateau", "cosine_restarts", "none"] = _f("cosine")
-    use_focal_loss: bool = _f(True)
-    focal_gamma: float = _f(2.0, min=0.0, max=10.0)
-    class_weights: list[float] | None = _f(None, min=0.0, length=NUM_CLASSES)
-    use_ordinal_loss: bool = _f(True, doc="add coral_weight x CORAL loss")
-    coral_weight: float = _f(0.5, min=0.0, max=100.0)
-    label_smoothing: float = _f(0.0, min=0.0, max=0.5)
-    augmentation: AugmentationConfig = _f(factory=AugmentationConfig)
-    num_workers: int = _f(0, min=0, max=64)
-    accelerator: str = _f("auto", choices=("auto", "cpu", "gpu", "cuda", "mps"))
-    budget_s: float | None = _f(None, min=1.0, doc="stop training after this wall-clock time")
-    limit_train_batches: int | None = _f(None, min=1)
+    epochs: int = opt(50, help="training epochs (optim.epochs)", min=1, max=10000)
+    patience: int = opt(
+        10, help="early stopping: epochs without a better val/kappa (0: never)", min=0
+    )
+    batch_size: int = opt(16, help="tiles per batch (data.batch_size)", min=1)
+    lr: float = opt(1e-3, help="peak learning rate", min=0.0, min_exclusive=True, max=1.0)
+    weight_decay: float = opt(1e-4, help="AdamW weight decay", min=0.0, max=1.0)
+    lr_scheduler: Literal["cosine", "step", "plateau", "cosine_restarts", "none"] = opt(
+        "cosine", help="learning-rate schedule (optim.scheduler)"
+    )
+    grad_clip: float = opt(0.0, help="clip the gradient L2 norm (0: off)", min=0.0)
+    limit_train_batches: float = opt(
+        1.0, help="batches per epoch: a fraction (<= 1) or a count (> 1)", min=0.0
+    )
+    use_focal_loss: bool = opt(True, help="focal loss (false: weighted cross-entropy)")
+    focal_gamma: float = opt(2.0, help="focal exponent", min=0.0, max=10.0)
+    class_weights: list[float] | None = opt(
+        None, help="per-class loss weights (low, medium, high)", min=0.0
+    )
+    use_ordinal_loss: bool = opt(True, help="add coral_weight x the CORAL ordinal loss")
+    coral_weight: float = opt(0.5, help="weight of the CORAL loss", min=0.0, max=100.0)
+    label_smoothing: float = opt(0.0, help="label smoothing epsilon", min=0.0, max=0.5)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    num_workers: int = opt(
+        0, help="loader processes (data.num_workers)", min=0, max=64, identity=False
+    )
+    accelerator: str | None = opt(
+        None,
+        help="old spelling of the top-level --accelerator (null: use that one)",
+        choices=("auto", "cpu", "gpu", "cuda", "mps"),
+        identity=False,
+    )
 
 
 @dataclass
 class CRFConfig:
-    """Dense CRF refinement (pydensecrf) on overlapping tiles.
+    """inference.crf: dense CRF (pydensecrf) on overlapping tiles.
 
-    ``spatial_weight`` is the standard deviation (pixels) of the smoothness kernel and
-    ``compat_spatial`` its weight; the appearance (bilateral) kernel has ``bilateral_sxy`` pixels,
-    ``bilateral_srgb`` grey levels (0-255) and weight ``compat_bilateral``. ``compatibility``:
-    ``ordinal`` (label change i->j costs weight x |i - j|) or ``potts`` (every change costs weight).
+    ``spatial_weight`` is the standard deviation (px) of the smoothness kernel and ``compat_spatial``
+    its weight; the appearance kernel has ``bilateral_sxy`` px, ``bilateral_srgb`` grey levels and
+    weight ``compat_bilateral``; ``compatibility``: ``potts`` (every change costs the weight) or
+    ``ordinal`` (a change i->j costs weight x |i - j|).
     """
 
-    enabled: bool = _f(True)
-    iterations: int = _f(5, min=1, max=100)
-    spatial_weight: float = _f(3.0, min=0.1, max=500.0)
-    compat_spatial: float = _f(3.0, min=0.0, max=100.0)
-    bilateral_sxy: float = _f(30.0, min=0.1, max=500.0)
-    bilateral_srgb: float = _f(13.0, min=0.1, max=255.0)
-    compat_bilateral: float = _f(10.0, min=0.0, max=100.0)
-    compatibility: Literal["ordinal", "potts"] = _f(
-        "potts", doc="label compatibility w|i-j| or Potts"
+    enabled: bool = opt(True, help="refine the class map with a dense CRF")
+    iterations: int = opt(5, help="mean-field iterations", min=1, max=100)
+    spatial_weight: float = opt(3.0, help="smoothness kernel sxy (px)", min=0.1, max=500.0)
+    compat_spatial: float = opt(3.0, help="smoothness kernel weight", min=0.0, max=100.0)
+    bilateral_sxy: float = opt(30.0, help="appearance kernel sxy (px)", min=0.1, max=500.0)
+    bilateral_srgb: float = opt(13.0, help="appearance kernel srgb (0-255)", min=0.1, max=255.0)
+    compat_bilateral: float = opt(10.0, help="appearance kernel weight", min=0.0, max=100.0)
+    compatibility: Literal["ordinal", "potts"] = opt("potts", help="label compatibility")
+    image_bands: list[int] = opt(
+        help="3 stack bands (0-based) that guide the appearance kernel",
+        factory=lambda: [0, 1, 2],
+        min=0,
     )
-    image_bands: list[int] = _f(factory=lambda: [0, 1, 2], min=0, length=3)
-    tile_size: int = _f(1024, min=32, max=16384)
-    overlap: int = _f(128, min=0, max=4096)
-    workers: int = _f(1, min=1, max=64)
+    tile_size: int = opt(1024, help="CRF tile side (px)", min=32, max=16384)
+    overlap: int = opt(128, help="CRF tile overlap (px)", min=0, max=4096)
+    workers: int = opt(1, help="CRF worker processes", min=1, max=64, identity=False)
 
 
 @dataclass
 class InferenceConfig:
-    """Sliding-window prediction of the whole raster."""
+    """inference: sliding-window prediction of the whole raster, ensembles, TTA, CRF."""
 
-    tile_size: int = _f(256, min=16, max=8192)
-    overlap: int = _f(64, min=0, max=4096)
-    blend: Literal["cosine", "linear", "none"] = _f("cosine")
-    batch_size: int = _f(8, min=1)
-    tta: bool = _f(False, doc="average over the four flips (none, h, v, both)")
-    mc_dropout_samples: int = _f(0, min=0, max=256, doc="0: off; N: dropout kept on, N passes")
-    ensemble_seeds: list[int] = _f(
-        factory=list, doc="train one model per seed, average probabilities"
+    tile_size: int = opt(256, help="prediction tile side (px, multiple of 32)", min=32, max=8192)
+    overlap: int = opt(64, help="prediction tile overlap (px)", min=0, max=4096)
+    blend: Literal["cosine", "linear", "none"] = opt("cosine", help="blending of overlaps")
+    batch_size: int = opt(8, help="tiles per forward pass", min=1, identity=False)
+    tta: bool = opt(False, help="average over the four flips")
+    mc_dropout_samples: int = opt(
+        0, help="MC-dropout passes (0: off; dropout on, N passes)", min=0, max=256
     )
-    head: Literal["softmax", "coral", "average"] = _f(
-        "softmax", doc="head whose probabilities make the maps"
+    ensemble_seeds: list[int] = opt(
+        help="train one model per seed and average their probabilities (empty: the top-level seed)",
+        factory=list,
+        min=0,
     )
-    uncertainty: Literal["entropy", "mc_variance"] = _f("entropy")
-    crf: CRFConfig = _f(factory=CRFConfig)
+    head: Literal["softmax", "coral", "average"] = opt(
+        "softmax", help="head whose probabilities make the maps"
+    )
+    uncertainty: Literal["entropy", "mc_variance"] = opt(
+        "entropy", help="entropy of the mean probabilities, or variance of the rank over passes"
+    )
+    crf: CRFConfig = field(default_factory=CRFConfig)
 
 
 @dataclass
 class TargetsConfig:
-    """Success criteria (each ``>=``); null removes a row."""
+    """evaluation.targets: success criteria (each >=); null removes a row."""
 
-    kappa: float | None = _f(0.48, min=-1.0, max=1.0)
-    class1_precision: float | None = _f(0.22, min=0.0, max=1.0)
-    class2_recall: float | None = _f(0.93, min=0.0, max=1.0)
-    spearman_rho: float | None = _f(0.58, min=-1.0, max=1.0)
+    kappa: float | None = opt(0.48, help="Cohen's kappa", min=-1.0, max=1.0)
+    class1_precision: float | None = opt(0.22, help="medium precision", min=0.0, max=1.0)
+    class2_recall: float | None = opt(0.93, help="high recall", min=0.0, max=1.0)
+    spearman_rho: float | None = opt(0.58, help="Spearman rho", min=-1.0, max=1.0)
 
 
 @dataclass
 class EvaluationConfig:
-    split: Literal["test", "val", "train", "all"] = _f("test")
-    targets: TargetsConfig = _f(factory=TargetsConfig)
-    baseline_metrics: str | None = _f(None, path=True, doc="metrics.json of a baseline run")
+    """evaluation: which split is scored, the success criteria and a baseline to compare with."""
+
+    split: Literal["test", "val", "train", "all"] = opt("test", help="blocks that are scored")
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+    baseline_metrics: Path | None = opt(
+        None, help="metrics.json of a baseline run (or a flat JSON of metrics)"
+    )
+
+
+def run_fields() -> list[str]:
+    """Names of the shared run fields (the top level of a risk config)."""
+    return [f.name for f in fields(RunConfig)]
 
 
 @dataclass
-class PipelineConfig:
-    output_dir: str = _f("runs/risk_mapping")
-    seed: int = _f(0, min=0)
-    dataset: DatasetConfig = _f(factory=DatasetConfig)
-    model: ModelConfig = _f(factory=ModelConfig)
-    training: TrainingConfig = _f(factory=TrainingConfig)
-    inference: InferenceConfig = _f(factory=InferenceConfig)
-    evaluation: EvaluationConfig = _f(factory=EvaluationConfig)
+class RiskConfig(RunConfig):
+    """The risk-pipeline config: the run settings at the top level, then the sections."""
+
+    stages: str = opt(
+        ",".join(STAGES),
+        help="comma-separated stages to run: prepare,train,infer,evaluate",
+        identity=False,
+        resumable=True,
+    )
+    force_recreate: bool = opt(
+        False,
+        help="redo the requested stages even when finished (outputs replaced only on success)",
+        identity=False,
+        resumable=True,
+    )
+    file_check: bool = opt(
+        True, help="check that the input files exist while validating", identity=False
+    )
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    # --------------------------------------------------------------- the shared groups
+    @property
+    def run(self) -> RunConfig:
+        """The shared ``run`` group (``training.accelerator``, when set, is the accelerator)."""
+        values = {name: getattr(self, name) for name in run_fields()}
+        if self.training.accelerator is not None:
+            values["accelerator"] = self.training.accelerator
+        return RunConfig(**values)
+
+    @property
+    def optim(self) -> OptimConfig:
+        """The shared ``optim`` group built from ``training`` (table in the module docstring)."""
+        t = self.training
+        return OptimConfig(
+            epochs=t.epochs,
+            lr=t.lr,
+            weight_decay=t.weight_decay,
+            scheduler=t.lr_scheduler,
+            early_stop_patience=t.patience,
+            grad_clip=t.grad_clip,
+            limit_train_batches=t.limit_train_batches,
+        )
+
+    @property
+    def stage_list(self) -> list[str]:
+        """``stages`` as a list in pipeline order."""
+        wanted = {s.strip() for s in self.stages.split(",") if s.strip()}
+        return [s for s in STAGES if s in wanted]
+
+    def with_run(self, **changes: object) -> RiskConfig:
+        """A copy with top-level (run) fields changed, e.g. ``with_run(seed=1, output_dir=p)``."""
+        return dataclasses.replace(self, **changes)
+
+    # --------------------------------------------------------------- rules across fields
+    def check(self) -> list[str]:
+        problems = RunConfig.check(self)
+        unknown = [
+            s.strip() for s in self.stages.split(",") if s.strip() and s.strip() not in STAGES
+        ]
+        if unknown or not self.stage_list:
+            problems.append(
+                f"stages: unknown stage(s) {unknown or [self.stages]}; choose from {','.join(STAGES)}"
+            )
+        problems += dataset_problems(self.dataset, self.evaluation.split)
+        problems += model_problems(self.model, self.training)
+        problems += inference_problems(self.inference)
+        t = self.training
+        if t.accelerator is not None and self.accelerator not in ("auto", t.accelerator):
+            problems.append(
+                f"training.accelerator: {t.accelerator!r} contradicts the top-level accelerator "
+                f"{self.accelerator!r}; set only one"
+            )
+        if self.file_check:
+            problems += missing_files(self)
+        return problems
 
 
 @dataclass
-class ConfigProblem:
-    """One problem found in a config; ``field`` is the dotted key, e.g. ``training.epochs``."""
+class ValidateConfig(RiskConfig):
+    """risk-validate-config: the risk-pipeline config plus what this command checks."""
 
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
-
-
-class ConfigError(ValueError):
-    """A config file with problems; ``problems`` lists all of them, the message names the file."""
-
-    def __init__(self, source: str, problems: list[ConfigProblem]):
-        self.source = source
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source}: {len(problems)} config problem(s):\n{lines}")
-
-
-def known_encoder_names() -> list[str]:
-    """Encoder names registered in segmentation_models_pytorch (timm-universal ``tu-*`` aside)."""
-    from segmentation_models_pytorch.encoders import get_encoder_names
-
-    return list(get_encoder_names())
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _matches(value: Any, tp: Any) -> bool:
-    """Does a YAML value fit the annotation ``tp``? (ints are accepted for floats, bools are not ints)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in typing.get_args(tp))
-    if origin is Literal:
-        return value in typing.get_args(tp)
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        return isinstance(value, list) and all(_matches(v, item) for v in value)
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if dataclasses.is_dataclass(tp):
-        return isinstance(value, dict)
-    return isinstance(value, tp)
-
-
-def _numbers_in(value: Any) -> list[float]:
-    if isinstance(value, bool):
-        return []
-    if isinstance(value, int | float):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, int | float) and not isinstance(v, bool)]
-    return []
-
-
-def _resolve(path: str, base_dir: Path | None) -> Path:
-    p = Path(path).expanduser()
-    if not p.is_absolute() and base_dir is not None:
-        p = base_dir / p
-    return p
-
-
-def _walk(
-    raw: Any,
-    cls: type,
-    prefix: str,
-    problems: list[ConfigProblem],
-    base_dir: Path | None,
-    check_files: bool,
-) -> None:
-    if not isinstance(raw, dict):
-        problems.append(
-            ConfigProblem(prefix or "<root>", f"expected a mapping, got {type(raw).__name__}")
-        )
-        return
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            problems.append(ConfigProblem(f"{prefix}{key}", f"unknown key (known keys: {known})"))
-    for name, fdef in fields.items():
-        dotted = f"{prefix}{name}"
-        tp = hints[name]
-        if name not in raw:
-            if fdef.metadata.get("required"):
-                problems.append(ConfigProblem(dotted, "required key is missing"))
-            elif dataclasses.is_dataclass(tp):
-                _walk({}, tp, dotted + ".", problems, base_dir, check_files)
-            continue
-        value = raw[name]
-        if dataclasses.is_dataclass(tp):
-            _walk(
-                value if value is not None else {},
-                tp,
-                dotted + ".",
-                problems,
-                base_dir,
-                check_files,
-            )
-            continue
-        if not _matches(value, tp):
-            problems.append(
-                ConfigProblem(
-                    dotted, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
-                )
-            )
-            continue
-        meta = fdef.metadata
-        for number in _numbers_in(value):
-            if "min" in meta and number < meta["min"]:
-                problems.append(
-                    ConfigProblem(dotted, f"value {number!r} is below the minimum {meta['min']}")
-                )
-            if "max" in meta and number > meta["max"]:
-                problems.append(
-                    ConfigProblem(dotted, f"value {number!r} is above the maximum {meta['max']}")
-                )
-        if "choices" in meta and value not in meta["choices"]:
-            problems.append(
-                ConfigProblem(dotted, f"{value!r} is not one of {list(meta['choices'])}")
-            )
-        if "length" in meta and isinstance(value, list) and len(value) != meta["length"]:
-            problems.append(
-                ConfigProblem(dotted, f"expected {meta['length']} values, got {len(value)}")
-            )
-        if meta.get("path") and check_files and value is not None:
-            for p in value if isinstance(value, list) else [value]:
-                resolved = _resolve(p, base_dir)
-                if not resolved.is_file():
-                    problems.append(ConfigProblem(dotted, f"input file not found: {resolved}"))
-
-
-def _cross_checks(raw: dict, problems: list[ConfigProblem]) -> None:
-    """Checks between fields, on values that already passed the per-field checks."""
-    bad = {p.field for p in problems}
-
-    def get(section: str, key: str, default: Any) -> Any:
-        sec = raw.get(section)
-        if not isinstance(sec, dict) or f"{section}.{key}" in bad:
-            return default
-        return sec.get(key, default)
-
-    ds = DatasetConfig()
-    tile = get("dataset", "tile_size", ds.tile_size)
-    overlap = get("dataset", "overlap", ds.overlap)
-    if isinstance(tile, int) and isinstance(overlap, int) and overlap >= tile:
-        problems.append(
-            ConfigProblem("dataset.overlap", f"must be smaller than dataset.tile_size ({tile})")
-        )
-    block = get("dataset", "block_size", ds.block_size)
-    if isinstance(tile, int) and isinstance(block, int) and block < tile:
-        problems.append(
-            ConfigProblem("dataset.block_size", f"must be at least dataset.tile_size ({tile})")
-        )
-    val = get("dataset", "val_fraction", ds.val_fraction)
-    test = get("dataset", "test_fraction", ds.test_fraction)
-    if isinstance(val, int | float) and isinstance(test, int | float) and val + test >= 1.0:
-        problems.append(
-            ConfigProblem("dataset.test_fraction", "val_fraction + test_fraction must be < 1")
-        )
-
-    inf = InferenceConfig()
-    itile = get("inference", "tile_size", inf.tile_size)
-    for section, size in (("dataset", tile), ("inference", itile)):
-        if isinstance(size, int) and size % 32:
-            problems.append(
-                ConfigProblem(
-                    f"{section}.tile_size", f"must be a multiple of 32 (U-Net), got {size}"
-                )
-            )
-    ioverlap = get("inference", "overlap", inf.overlap)
-    if isinstance(itile, int) and isinstance(ioverlap, int) and ioverlap >= itile:
-        problems.append(
-            ConfigProblem(
-                "inference.overlap", f"must be smaller than inference.tile_size ({itile})"
-            )
-        )
-    unc = get("inference", "uncertainty", inf.uncertainty)
-    mc = get("inference", "mc_dropout_samples", inf.mc_dropout_samples)
-    if unc == "mc_variance" and isinstance(mc, int) and mc < 2:
-        problems.append(
-            ConfigProblem(
-                "inference.uncertainty", "'mc_variance' needs inference.mc_dropout_samples >= 2"
-            )
-        )
-    crf = raw.get("inference", {}).get("crf") if isinstance(raw.get("inference"), dict) else None
-    if isinstance(crf, dict):
-        cdef = CRFConfig()
-        ctile = crf.get("tile_size", cdef.tile_size)
-        coverlap = crf.get("overlap", cdef.overlap)
-        if (
-            isinstance(ctile, int)
-            and isinstance(coverlap, int)
-            and "inference.crf.overlap" not in bad
-            and coverlap >= ctile
-        ):
-            problems.append(
-                ConfigProblem(
-                    "inference.crf.overlap",
-                    f"must be smaller than inference.crf.tile_size ({ctile})",
-                )
-            )
-
-    encoder = get("model", "encoder", None)
-    if isinstance(encoder, str) and "model.encoder" not in bad:
-        names = known_encoder_names()
-        if encoder not in names and not encoder.startswith("tu-"):
-            import difflib
-
-            close = difflib.get_close_matches(encoder, names, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            problems.append(
-                ConfigProblem(
-                    "model.encoder",
-                    f"{encoder!r} is not an encoder known to segmentation_models_pytorch{hint}",
-                )
-            )
-
-
-def validate_config(
-    raw: Any, *, base_dir: str | Path | None = None, check_files: bool = True
-) -> list[ConfigProblem]:
-    """Every problem of a parsed YAML config (empty list when it is valid).
-
-    Args:
-        raw: the mapping from ``yaml.safe_load``.
-        base_dir: folder that relative input paths are resolved against (the config file's folder).
-        check_files: also check that the input rasters exist.
-
-    Example:
-        >>> [str(p) for p in validate_config({"model": {"dropout_prob": 2}}, check_files=False)][-1]
-        'model.dropout_prob: value 2 is above the maximum 0.9'
-    """
-    problems: list[ConfigProblem] = []
-    base = Path(base_dir) if base_dir is not None else None
-    _walk(raw, PipelineConfig, "", problems, base, check_files)
-    if isinstance(raw, dict):
-        _cross_checks(raw, problems)
-    return problems
-
-
-def build_section(cls: type, raw: dict) -> Any:
-    """Build a config dataclass (nested sections too) from an already validated mapping."""
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in raw:
-            continue
-        tp = hints[f.name]
-        value = raw[f.name]
-        kwargs[f.name] = build_section(tp, value or {}) if dataclasses.is_dataclass(tp) else value
-    return cls(**kwargs)
-
-
-def config_from_dict(
-    raw: dict,
-    *,
-    base_dir: str | Path | None = None,
-    check_files: bool = True,
-    source: str = "<config>",
-) -> PipelineConfig:
-    """Validate and build a :class:`PipelineConfig`; input paths become absolute.
-
-    Raises:
-        ConfigError: listing every problem, with ``source`` (the file name) in the message.
-    """
-    problems = validate_config(raw, base_dir=base_dir, check_files=check_files)
-    if problems:
-        raise ConfigError(source, problems)
-    cfg: PipelineConfig = build_section(PipelineConfig, raw)
-    base = Path(base_dir) if base_dir is not None else None
-    ds = cfg.dataset
-    if isinstance(ds.stack, list):
-        ds.stack = [str(_resolve(p, base)) for p in ds.stack]
-    elif ds.stack is not None:
-        ds.stack = str(_resolve(ds.stack, base))
-    if ds.labels is not None:
-        ds.labels = str(_resolve(ds.labels, base))
-    if cfg.evaluation.baseline_metrics:
-        cfg.evaluation.baseline_metrics = str(_resolve(cfg.evaluation.baseline_metrics, base))
-    cfg.output_dir = str(_resolve(cfg.output_dir, base))
-    return cfg
-
-
-def load_config(path: str | Path, *, check_files: bool = True) -> PipelineConfig:
-    """Read, validate and build the config in ``path`` (relative paths resolve against its folder).
-
-    Raises:
-        FileNotFoundError: the config file does not exist.
-        ConfigError: the YAML does not parse or any field is invalid; all problems are listed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            str(path), [ConfigProblem("<yaml>", str(exc).replace("\n", " "))]
-        ) from exc
-    if raw is None:
-        raw = {}
-    return config_from_dict(raw, base_dir=path.parent, check_files=check_files, source=str(path))
-
-
-def config_to_dict(cfg: Any) -> dict:
-    """Plain nested dict of a config dataclass (JSON/YAML friendly)."""
-    return dataclasses.asdict(cfg)
-
-
-def section_fingerprint(*parts: Any) -> str:
-    """Short sha256 of JSON-serialised config sections (used to detect stale stage outputs)."""
-    blob = json.dumps(
-        [p if not dataclasses.is_dataclass(p) else dataclasses.asdict(p) for p in parts],
-        sort_keys=True,
-        default=str,
+    open_rasters: bool = opt(
+        True,
+        help="open every input raster and report grid, CRS, nodata, band and label problems",
+        identity=False,
     )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``risk-validate-config CONFIG``: list every problem; exit 0 when valid, 2 otherwise."""
-    parser = argparse.ArgumentParser(
-        prog="risk-validate-config",
-        description="Validate a risk-pipeline config.yaml against the schema and list every problem "
-        "(unknown key, wrong type, out-of-range value, missing input file, unknown smp encoder).",
+@dataclass
+class EvaluateConfig(RunConfig):
+    """risk-evaluate: trained model(s) + a stack with labels -> maps, metrics, report."""
+
+    model_path: Path | None = opt(
+        None,
+        help="a checkpoint (.ckpt/.pth) or a train folder (every seed*/ member = an ensemble)",
+        required=True,
     )
-    parser.add_argument("config", type=Path, help="path of the YAML config")
-    parser.add_argument(
-        "--no_file_check", action="store_true", help="do not check that inputs exist"
+    test_data_path: Path | None = opt(
+        None,
+        help="folder with stack.tif + labels.tif, or a stack GeoTIFF (then give --labels)",
+        required=True,
     )
-    args = parser.parse_args(argv)
-    try:
-        load_config(args.config, check_files=not args.no_file_check)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    print(f"OK: {args.config} is a valid risk-pipeline config")
-    return 0
+    labels: Path | None = opt(None, help="label raster when --test_data_path is a file")
+    pipeline_config: Path | None = opt(
+        None,
+        help="a risk-pipeline config.yaml whose inference and evaluation sections to use "
+        "(default: the settings stored in the checkpoint)",
+    )
+    split_mask: Path | None = opt(
+        None, help="split_mask.tif of the prepare stage (default: every labelled pixel)"
+    )
+    split: Literal["train", "val", "test", "all"] = opt(
+        "test", help="split scored when --split_mask is given"
+    )
+    compare_baseline: Path | None = opt(
+        None, help="a baseline metrics.json to report deltas against"
+    )
+    crf: bool = opt(True, help="also evaluate the dense-CRF map (--no_crf: skip it)")
 
+    @property
+    def run(self) -> RunConfig:
+        """The shared ``run`` group (the top level of this config)."""
+        return RunConfig(**{name: getattr(self, name) for name in run_fields()})
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+    def check(self) -> list[str]:
+        problems = RunConfig.check(self)
+        for key in ("model_path", "test_data_path", "labels", "pipeline_config", "split_mask"):
+            value = getattr(self, key)
+            if value is not None and not Path(value).exists():
+                problems.append(f"{key}: {value} does not exist")
+        if self.compare_baseline is not None and not self.compare_baseline.is_file():
+            problems.append(f"compare_baseline: file not found: {self.compare_baseline}")
+        return problems

@@ -143,11 +143,11 @@ def _write_inputs(data_dir: Path, seed: int) -> tuple[Path, Path, dict[str, Any]
 
 def _demo_config(stack: Path, labels: Path, out_dir: Path, seed: int) -> dict[str, Any]:
     return {
-        "output_dir": str(out_dir / "run"),
+        "output_dir": out_dir / "run",
         "seed": seed,
         "dataset": {
-            "stack": str(stack),
-            "labels": str(labels),
+            "stack": stack,
+            "labels": labels,
             "band_names": BAND_NAMES,
             "tile_size": 32,
             "overlap": 8,
@@ -211,9 +211,10 @@ def _read(path: Path) -> np.ndarray:
 def run_demo(out_dir: str | Path, *, seed: int = 0, budget_s: float = 180.0) -> DemoResult:
     """Prepare, train (within about 60 % of ``budget_s``), predict, CRF, evaluate; figures under ``out_dir``."""
     import torch
+    from eo_common.config import config_from_dict, config_problems
     from eo_common.viz import save_panels
 
-    from risk_mapping.config import config_from_dict
+    from risk_mapping.config import RiskConfig
     from risk_mapping.pipeline import run_pipeline
 
     start = time.perf_counter()
@@ -221,13 +222,23 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, budget_s: float = 180.0) -> 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stack, labels, data_info = _write_inputs(out_dir / "data", seed)
-    cfg = config_from_dict(_demo_config(stack, labels, out_dir, seed))
     train_budget = max(20.0, 0.6 * budget_s - (time.perf_counter() - start))
-    run_pipeline(cfg, budget_s=train_budget, progress=False)
-    root = Path(cfg.output_dir)
+    raw = _demo_config(stack, labels, out_dir, seed)
+    raw.update(time_budget_s=train_budget, progress=False, overwrite=True)
+    cfg = config_from_dict(RiskConfig, raw)
+    problems = config_problems(cfg)
+    if problems:
+        raise ValueError("risk demo config: " + "; ".join(problems))
+    run_pipeline(cfg)
+    root = Path(cfg.run_dir)
     metrics = json.loads((root / "evaluate" / "metrics.json").read_text())
     summary = json.loads((root / "prepare" / "dataset_summary.json").read_text())
-    train_done = json.loads((root / "train" / "seed0" / "DONE.json").read_text())
+    seed_summary = json.loads((root / "train" / "seed0" / "summary.json").read_text())
+    train_done = {
+        "epochs_run": seed_summary.get("epochs_run") or 0,
+        "seconds": seed_summary.get("seconds") or 0.0,
+        "best_val_kappa": seed_summary["metrics"].get("val/kappa", float("nan")),
+    }
     infer_done = json.loads((root / "infer" / "STAGE_DONE.json").read_text())
 
     truth = _read(labels)

@@ -16,7 +16,7 @@ holds ``crf - no_crf`` for every number. ``report.md`` has the success-criteria 
 CLI::
 
     risk-evaluate --model_path runs/risk/train --test_data_path data/ --output_dir runs/eval \\
-        [--config config.yaml] [--split_mask runs/risk/prepare/split_mask.tif --split test] \\
+        [--pipeline_config config.yaml] [--split_mask runs/risk/prepare/split_mask.tif --split test] \\
         [--compare_baseline baseline/metrics.json] [--no_crf]
 
 Example:
@@ -27,17 +27,16 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
 import torch
+from eo_common.errors import CheckpointError, ConfigError, InputError
 from eo_common.io import atomic_save_json, atomic_write
 from eo_common.metrics import SegmentationMetrics, SpearmanRho
 from eo_common.raster import RasterError, check_same_grid
@@ -47,10 +46,9 @@ from risk_mapping.config import (
     CLASS_NAMES,
     IGNORE_INDEX,
     NUM_CLASSES,
-    ConfigError,
+    EvaluateConfig,
     InferenceConfig,
     TargetsConfig,
-    load_config,
 )
 
 __all__ = [
@@ -62,7 +60,8 @@ __all__ = [
     "render_report",
     "write_evaluation",
     "evaluate_products",
-    "main",
+    "headline_metrics",
+    "evaluate",
 ]
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -373,138 +372,138 @@ def _checkpoints(model_path: Path) -> list[Path]:
         )
         if found:
             return found
-        raise FileNotFoundError(f"no best.ckpt under {model_path}")
-    raise FileNotFoundError(f"model path not found: {model_path}")
+        raise CheckpointError(
+            "no seed*/checkpoints/best.ckpt (nor any best.ckpt) in this folder", path=model_path
+        )
+    raise InputError("--model_path does not exist", path=model_path)
 
 
 def _test_data(path: Path, labels: Path | None) -> tuple[Path, Path]:
+    if not path.exists():
+        raise InputError("--test_data_path does not exist", path=path)
     if path.is_dir():
         stack, lab = path / "stack.tif", labels or path / "labels.tif"
-    else:
-        stack, lab = path, labels
-        if lab is None:
-            raise ValueError(f"--test_data_path {path} is a file: pass --labels as well")
-    for p in (stack, lab):
-        if not p.is_file():
-            raise FileNotFoundError(f"test data file not found: {p}")
-    return stack, lab
+        for p in (stack, lab):
+            if not p.is_file():
+                raise InputError(
+                    f"--test_data_path is a folder without {p.name} (expected stack.tif and "
+                    "labels.tif, or give the stack file and --labels)",
+                    path=p,
+                )
+        return stack, lab
+    if labels is None:
+        raise InputError("--test_data_path is a stack file: give --labels as well", path=path)
+    if not labels.is_file():
+        raise InputError("--labels does not exist", path=labels)
+    return path, labels
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``risk-evaluate``: predict with a trained model on a raster and evaluate against its labels."""
-    parser = argparse.ArgumentParser(
-        prog="risk-evaluate",
-        description="Predict a stack with trained risk model(s), optionally refine with a dense CRF, and "
-        "evaluate over every valid pixel: kappa (plain, quadratic), per-class precision/recall/F1, "
-        "Spearman rho, confusion matrix PNG, success criteria, delta against a baseline metrics.json.",
-    )
-    parser.add_argument(
-        "--model_path",
-        type=Path,
-        required=True,
-        help="a best.ckpt or the train stage folder (all seed*/ members)",
-    )
-    parser.add_argument(
-        "--test_data_path",
-        type=Path,
-        required=True,
-        help="folder with stack.tif + labels.tif, or a stack GeoTIFF",
-    )
-    parser.add_argument(
-        "--labels", type=Path, default=None, help="label raster when --test_data_path is a file"
-    )
-    parser.add_argument(
-        "--output_dir", type=Path, required=True, help="where maps, metrics.json and report.md go"
-    )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="config.yaml for inference/CRF/targets (default: the one stored in the checkpoint)",
-    )
-    parser.add_argument(
-        "--split_mask",
-        type=Path,
-        default=None,
-        help="split_mask.tif of the prepare stage (default: every pixel)",
-    )
-    parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
-    parser.add_argument(
-        "--compare_baseline",
-        type=Path,
-        default=None,
-        help="baseline metrics.json to compare against",
-    )
-    parser.add_argument("--no_crf", action="store_true", help="skip the CRF variant")
-    parser.add_argument(
-        "--accelerator",
-        default="auto",
-        choices=("auto", "cpu", "gpu", "cuda"),
-        help="where the network runs (auto: a GPU when available)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="MC-dropout seed (default: the training config's seed)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+def _sections(cfg: EvaluateConfig, stored: dict[str, Any]) -> tuple[InferenceConfig, TargetsConfig]:
+    """Inference and target settings: from ``--pipeline_config`` or those stored in the checkpoint."""
+    from eo_common.config import config_from_dict, config_problems
+
+    source: str | Path = "the checkpoint's stored config"
+    raw = stored
+    if cfg.pipeline_config is not None:
+        import yaml
+
+        source = cfg.pipeline_config
+        try:
+            raw = yaml.safe_load(Path(source).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"not a readable YAML config ({exc})", path=source) from None
     try:
-        from risk_mapping.config import build_section
-        from risk_mapping.crf import crf_raster
-        from risk_mapping.predict import inference_device, load_models, predict_raster
-
-        ckpts = _checkpoints(args.model_path)
-        stack, labels = _test_data(args.test_data_path, args.labels)
-        device = inference_device(args.accelerator)
-        models = load_models(ckpts, device)
-        if args.config is not None:
-            cfg = load_config(args.config, check_files=False)
-            inference, targets = cfg.inference, cfg.evaluation.targets
-        else:
-            stored = models[0].config.get("pipeline_config") or {}
-            inference = build_section(InferenceConfig, stored.get("inference", {}))
-            targets = build_section(TargetsConfig, stored.get("evaluation", {}).get("targets", {}))
-        maps = args.output_dir / "maps"
-        stored_seed = (models[0].config.get("pipeline_config") or {}).get("seed", 0)
-        seed = args.seed if args.seed is not None else int(stored_seed)
-        paths = predict_raster(
-            models, stack, maps, inference, device=device, seed=seed, progress=not args.quiet
+        inference = config_from_dict(InferenceConfig, raw.get("inference") or {})
+        targets = config_from_dict(
+            TargetsConfig, (raw.get("evaluation") or {}).get("targets") or {}
         )
-        if inference.crf.enabled and not args.no_crf:
-            crf_raster(
-                paths["probabilities"],
-                stack,
-                maps / "class_map_crf.tif",
-                maps / "susceptibility_crf.tif",
-                inference.crf,
-                progress=not args.quiet,
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    problems = config_problems(inference, "inference.") + config_problems(targets, "targets.")
+    if problems:
+        raise ConfigError([f"{p} (in {source})" for p in problems])
+    return inference, targets
+
+
+def headline_metrics(variants: dict[str, dict[str, Any]], split: str) -> dict[str, float]:
+    """``{split}/kappa``, ``{split}/kappa_crf``, ``{split}/class1_precision``, ... (summary.json)."""
+    out = {}
+    for variant, suffix in (("no_crf", ""), ("crf", "_crf")):
+        for name in ("kappa", "class1_precision", "class2_recall", "spearman_rho"):
+            value = variants.get(variant, {}).get(name)
+            if value is not None:
+                out[f"{split}/{name}{suffix}"] = float(value)
+    return out
+
+
+def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    """``risk-evaluate``: predict a stack with trained model(s), refine with the CRF, score it.
+
+    Every input is checked before the output folder is touched: the paths, that the stack, labels
+    and split mask share one grid, that each checkpoint loads (:func:`load_checkpoint`) and fits the
+    stack's band count. Returns the ``summary.json`` record.
+    """
+    from eo_common.raster import finalize_geotiff
+    from eo_common.runs import RunFolder
+
+    from risk_mapping.crf import crf_raster
+    from risk_mapping.predict import (
+        finalize_class_map,
+        inference_device,
+        load_models,
+        predict_raster,
+    )
+
+    folder = RunFolder.plan(cfg, "risk-evaluate")
+    ckpts = _checkpoints(Path(cfg.model_path))
+    stack, labels = _test_data(Path(cfg.test_data_path), cfg.labels)
+    check_same_grid([stack, labels] + ([cfg.split_mask] if cfg.split_mask else []))
+    device = inference_device(cfg.run.accelerator)
+    models = load_models(ckpts, device)
+    with rasterio.open(stack) as src:
+        bands = src.count
+    for path, model in zip(ckpts, models):
+        if int(model.config["in_channels"]) != bands:
+            raise InputError(
+                f"{stack.name} has {bands} bands, the model in {path} expects "
+                f"{model.config['in_channels']}",
+                path=stack,
             )
-        mask = args.split_mask
-        variants = evaluate_products(
-            maps, labels, split_mask_path=mask, split=args.split if mask else "all"
+    inference, targets = _sections(cfg, models[0].config.get("pipeline_config") or {})
+    use_crf = inference.crf.enabled and cfg.crf
+    bad = [b for b in inference.crf.image_bands if b >= bands]
+    if use_crf and bad:
+        raise ConfigError(f"inference.crf.image_bands: band(s) {bad} do not exist in {stack}")
+    if cfg.compare_baseline is not None:
+        load_baseline(cfg.compare_baseline)  # a bad baseline file is reported before any work
+    out_dir = folder.open()
+    maps = out_dir / "maps"
+    paths = predict_raster(
+        models, stack, maps, inference, device=device, seed=cfg.seed, progress=cfg.progress
+    )
+    if use_crf:
+        crf_raster(
+            paths["probabilities"],
+            stack,
+            maps / "class_map_crf.tif",
+            maps / "susceptibility_crf.tif",
+            inference.crf,
+            progress=cfg.progress,
         )
-        out = write_evaluation(
-            args.output_dir,
-            variants,
-            targets,
-            args.compare_baseline,
-            extra={
-                "checkpoints": [str(c) for c in ckpts],
-                "stack": str(stack),
-                "labels": str(labels),
-            },
-        )
-    except (FileNotFoundError, ValueError, ConfigError) as exc:
-        print(
-            f"risk-evaluate: error: {str(exc).splitlines()[0] if not isinstance(exc, ConfigError) else exc}",
-            file=sys.stderr,
-        )
-        return 2
-    print(out["report"].read_text(encoding="utf-8"))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        finalize_class_map(maps / "class_map_crf.tif", "risk class after dense CRF")
+        finalize_geotiff(maps / "susceptibility_crf.tif", cog=True)
+    split = cfg.split if cfg.split_mask else "all"
+    variants = evaluate_products(maps, labels, split_mask_path=cfg.split_mask, split=split)
+    written = write_evaluation(
+        out_dir,
+        variants,
+        targets,
+        cfg.compare_baseline,
+        extra={"checkpoints": [str(c) for c in ckpts], "stack": str(stack), "labels": str(labels)},
+    )
+    return folder.finish(
+        metrics=headline_metrics(variants, split),
+        paths={"maps": maps, **{k: v for k, v in written.items()}},
+        device=device,
+        extra={"checkpoints": [str(c) for c in ckpts], "split": split},
+    )

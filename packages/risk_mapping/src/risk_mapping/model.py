@@ -21,11 +21,14 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import segmentation_models_pytorch as smp
 import torch
+from eo_common.io import atomic_save_json
 from eo_common.losses import CoralLayer, coral_class_probabilities
 from torch import Tensor, nn
 
@@ -38,6 +41,8 @@ __all__ = [
     "build_model",
     "class_probabilities",
     "expected_rank",
+    "to_smp_unet",
+    "export_smp",
 ]
 
 
@@ -134,6 +139,9 @@ class RiskNet(nn.Module):
         self.class_head = nn.Conv2d(width, NUM_CLASSES, kernel_size=3, padding=1)
         self.coral_head = CoralLayer(width, NUM_CLASSES, ordered_biases=coral_ordered_biases)
         self.in_channels = in_channels
+        self.encoder_name = encoder
+        self.decoder_channels = tuple(decoder_channels)
+        self.has_attention = bool(attention)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -199,3 +207,64 @@ def expected_rank(probs: Tensor | np.ndarray) -> Tensor:  # noqa: F821
         [-1 if i == axis else 1 for i in range(probs.ndim)]
     )
     return (probs * ranks).sum(axis)
+
+
+def to_smp_unet(net: RiskNet) -> smp.Unet | None:
+    """The plain ``smp.Unet`` inside a :class:`RiskNet`, with its weights, or None.
+
+    The export holds the encoder, the U-Net decoder and the softmax class head (as smp's
+    ``segmentation_head``: the same 3x3 convolution, no activation), so ``unet(x)`` returns the
+    softmax-head logits ``(B, 3, H, W)`` of ``net(x)["logits"]`` in eval mode (``Dropout2d`` is
+    inactive there). Not in it: the CORAL head (used for the ordinal loss only) and the
+    CBAM attention block, which smp has no component for: with ``model.attention`` on the
+    export would not reproduce the network, so None is returned.
+    """
+    if net.has_attention:
+        return None
+    unet = smp.Unet(
+        encoder_name=net.encoder_name,
+        encoder_weights=None,
+        in_channels=net.in_channels,
+        classes=NUM_CLASSES,
+        decoder_channels=net.decoder_channels,
+        encoder_depth=len(net.decoder_channels),
+    )
+    unet.encoder.load_state_dict(net.encoder.state_dict())
+    unet.decoder.load_state_dict(net.decoder.state_dict())
+    unet.segmentation_head[0].load_state_dict(net.class_head.state_dict())
+    return unet.eval()
+
+
+def export_smp(
+    net: RiskNet,
+    out_dir: str | os.PathLike,
+    *,
+    band_mean: Sequence[float],
+    band_std: Sequence[float],
+    band_names: Sequence[str] | None = None,
+) -> Path | None:
+    """Save the smp part of ``net`` with ``save_pretrained`` (loadable by ``smp.from_pretrained``).
+
+    Writes ``config.json``, ``model.safetensors`` and smp's ``README.md`` into ``out_dir``, plus
+    ``preprocessing.json``: the input bands, the per-band mean and std that inputs must be
+    standardised with (``(x - mean) / std``, missing pixels 0), the class names and what the export
+    leaves out (see :func:`to_smp_unet`). Returns None (nothing written) when the network has the
+    attention block.
+    """
+    unet = to_smp_unet(net)
+    if unet is None:
+        return None
+    out = Path(out_dir)
+    unet.save_pretrained(out)
+    info: dict[str, Any] = {
+        "input": "standardised stack: (x - mean) / std per band, missing pixels (nodata, NaN, inf) 0",
+        "bands": list(band_names) if band_names else None,
+        "mean": [float(v) for v in band_mean],
+        "std": [float(v) for v in band_std],
+        "output": "logits (B, 3, H, W) of low, medium, high; softmax gives the class probabilities",
+        "classes": ["low", "medium", "high"],
+        "not_included": "the CORAL ordinal head (training loss only)",
+        "height_width": f"multiples of {2 ** len(net.decoder_channels)}",
+    }
+    atomic_save_json(info, out / "preprocessing.json")
+    return out

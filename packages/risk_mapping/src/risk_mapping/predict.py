@@ -9,14 +9,16 @@ class probabilities over
 * test-time augmentation (identity, horizontal, vertical and both flips; ``inference.tta``),
 * MC-dropout passes (dropout kept on, ``inference.mc_dropout_samples`` passes),
 
-and then writes, strip by strip, GeoTIFFs with the stack's CRS and transform:
+and then writes, strip by strip, GeoTIFFs with the stack's CRS and transform, which end as
+Cloud-Optimised GeoTIFFs with overviews (:func:`eo_common.raster.finalize_geotiff`); the class map
+is written with :func:`eo_common.raster.write_class_map` (colour table, class names, QGIS style):
 
 =====================  =======  =====================================================  =========
 file                   dtype    content                                                nodata
 =====================  =======  =====================================================  =========
 probabilities.tif      float32  P(low), P(medium), P(high)                             stack's
 susceptibility.tif     float32  expected rank ``P(medium) + 2 P(high)`` in [0, 2]      -1
-class_map.tif          uint8    argmax class 0/1/2                                     255
+class_map.tif          uint8    argmax class 0 low / 1 medium / 2 high (coloured)      255
 uncertainty.tif        float32  entropy of the mean probabilities (nats), or the       -1
                                 variance of the expected rank over MC/TTA/ensemble passes
 =====================  =======  =====================================================  =========
@@ -36,9 +38,16 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
+from eo_common.errors import CheckpointError, InputError
 from eo_common.io import atomic_temp_path
 from eo_common.normalize import BandStats
-from eo_common.raster import missing_mask, sliding_window_predict
+from eo_common.raster import (
+    ClassInfo,
+    finalize_geotiff,
+    missing_mask,
+    sliding_window_predict,
+    write_class_map,
+)
 from rasterio.windows import Window
 
 from risk_mapping.config import IGNORE_INDEX, NUM_CLASSES, InferenceConfig, ModelConfig
@@ -51,10 +60,18 @@ __all__ = [
     "TilePredictor",
     "predict_raster",
     "write_products",
+    "finalize_class_map",
     "RANK_NODATA",
+    "RISK_CLASSES",
 ]
 
 RANK_NODATA = -1.0
+#: the class maps' classes, names and colours (green, orange, red)
+RISK_CLASSES = [
+    ClassInfo(0, "low", (26, 150, 65)),
+    ClassInfo(1, "medium", (253, 174, 97)),
+    ClassInfo(2, "high", (215, 25, 28)),
+]
 _STRIP_ROWS = 64
 
 
@@ -68,35 +85,47 @@ class LoadedModel:
 
 
 def load_models(paths: list[str | os.PathLike], device: str = "cpu") -> list[LoadedModel]:
-    """Load checkpoints written by :mod:`risk_mapping.train` (Lightning ``.ckpt``).
+    """Load checkpoints written by the train stage (Lightning ``.ckpt``; this and earlier releases).
 
     Each checkpoint's hyper-parameters hold the model section, the band count and the band
-    statistics, so a checkpoint is enough to predict.
+    statistics, so a checkpoint is enough to predict. Read with
+    :func:`eo_common.training.load_checkpoint`.
 
     Raises:
-        FileNotFoundError: a checkpoint is missing.
-        ValueError: a file is not a risk_mapping checkpoint (message names it).
+        CheckpointError: a checkpoint is missing, truncated or corrupt, or not a risk_mapping one
+            (the message names the file).
     """
+    from eo_common.training import load_checkpoint
+
     models = []
     for path in paths:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-        hp = ckpt.get("hyper_parameters", {})
-        if "model_config" not in hp or "band_mean" not in hp:
-            raise ValueError(
-                f"{path}: not a risk_mapping checkpoint (no model_config/band statistics)"
+        ckpt = load_checkpoint(path, expect_keys=("state_dict", "hyper_parameters"))
+        hp = ckpt["hyper_parameters"]
+        missing = [
+            k for k in ("model_config", "in_channels", "band_mean", "band_std") if k not in hp
+        ]
+        if missing:
+            raise CheckpointError(
+                f"not a risk_mapping checkpoint (no {', '.join(missing)} in its hyper-parameters)",
+                path=path,
             )
-        model_cfg = ModelConfig(**hp["model_config"])
-        net = build_model(model_cfg, int(hp["in_channels"]))
-        state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-        net.load_state_dict(state)
+        try:
+            net = build_model(ModelConfig(**hp["model_config"]), int(hp["in_channels"]))
+            state = {
+                k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")
+            }
+            net.load_state_dict(state)
+        except (TypeError, RuntimeError, KeyError) as exc:
+            reason = str(exc).splitlines()[0]
+            raise CheckpointError(
+                f"weights do not fit the stored model ({reason})", path=path
+            ) from None
         net.eval().to(device)
         stats = BandStats(mean=hp["band_mean"], std=hp["band_std"])
         models.append(LoadedModel(net, stats, dict(hp)))
     if not models:
-        raise ValueError("no checkpoint given")
+        raise CheckpointError("no checkpoint given")
     return models
 
 
@@ -237,7 +266,22 @@ def write_products(raw_path: str | os.PathLike, out_dir: str | os.PathLike) -> d
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
         raise
+    for key in ("probabilities", "susceptibility", "uncertainty"):
+        finalize_geotiff(outputs[key][0], cog=True, overview_resampling="average")
+    finalize_class_map(outputs["class_map"][0])
     return {k: v[0] for k, v in outputs.items()}
+
+
+def finalize_class_map(path: str | os.PathLike, description: str = "risk class") -> Path:
+    """Rewrite a streamed uint8 class map as a coloured, labelled COG (``write_class_map``).
+
+    Reads the whole map (one byte per pixel).
+    """
+    with rasterio.open(path) as src:
+        labels, crs, transform = src.read(1), src.crs, src.transform
+    return write_class_map(
+        path, labels, crs=crs, transform=transform, classes=RISK_CLASSES, description=description
+    )
 
 
 def predict_raster(
@@ -252,8 +296,9 @@ def predict_raster(
 ) -> dict[str, Path]:
     """Sliding-window inference over ``stack_path``; returns the product paths (see module doc).
 
-    Memory is bounded by the tile size times the raster width (one tile row band), never the
-    whole raster. ``seed`` fixes the MC-dropout masks (tiles are visited in a fixed order), so a
+    Memory of the prediction is bounded by the tile size times the raster width (one tile row
+    band); only the class map is then read whole (one byte per pixel) to write it as a coloured
+    class map. ``seed`` fixes the MC-dropout masks (tiles are visited in a fixed order), so a
     repeated run gives the same maps.
     """
     out_dir = Path(out_dir)
@@ -263,7 +308,9 @@ def predict_raster(
         bands = src.count
     expected = int(models[0].config["in_channels"])
     if bands != expected:
-        raise ValueError(f"{stack_path}: the model expects {expected} bands, the stack has {bands}")
+        raise InputError(
+            f"the model expects {expected} bands, the stack has {bands}", path=stack_path
+        )
     predictor = TilePredictor(models, cfg, nodata, device)
     torch.manual_seed(seed)
     raw = out_dir / "raw_prediction.tif"

@@ -1,275 +1,154 @@
-"""Train stage: Lightning training of :class:`risk_mapping.model.RiskNet` on the prepared tiles.
+"""Train stage: one :class:`risk_mapping.task.RiskModule` per ensemble seed, each via ``fit_run``.
 
-Training runs on :mod:`eo_common.training`: :class:`RiskModule` is an
-:class:`eo_common.training.EOModule` (logs ``train/loss``, ``train/loss_focal``,
-``train/loss_coral``, ``val/loss``, ``val/kappa``, ``val/per_class/medium/precision``, ... once per
-epoch into ``metrics.csv``), :func:`eo_common.training.build_trainer` adds the best/last
-checkpoints, early stopping on validation Cohen's kappa (``training.patience`` epochs), NaN guard and
-loggers; an interrupted run continues from ``checkpoints/last.ckpt``.
+Each seed of ``inference.ensemble_seeds`` (or the top-level ``seed``) trains in
+``<output_dir>/train/seed<k>/``, an ordinary eolab training run folder written by
+:func:`eo_common.training.fit_run`: ``config.yaml``, ``summary.json`` (best ``val/kappa``),
+``metrics.csv``, ``training_curves.png``, ``checkpoints/best.ckpt`` (by validation kappa) and
+``last.ckpt``, plus ``smp_unet/`` (the network through smp's ``save_pretrained`` when it can be
+expressed as a plain smp U-Net, see :func:`risk_mapping.model.to_smp_unet`).
 
-One model is trained per seed of ``inference.ensemble_seeds`` (or the top-level ``seed``), each in
-``<train dir>/seed<k>/``; a seed whose ``DONE.json`` exists is skipped. Validation kappa is computed
-over every valid pixel of the validation tiles (one confusion matrix over the split).
+Resuming is exact: a seed whose ``summary.json`` says ``finished`` is skipped; an interrupted one
+continues from its ``last.ckpt`` (``fit_run`` with ``resume``), and :class:`eo_common.training.EpochSeed`
+re-seeds Python, NumPy and torch from ``(seed, epoch)`` at every epoch, which also fixes the training
+loader's shuffling (it draws from the global generator, :mod:`risk_mapping.data`). The time budget
+(``time_budget_s``) is split evenly over the seeds.
 
 Example:
-    >>> ckpts = train_models(load_config("config.yaml"), "runs/risk/prepare", "runs/risk/train")  # doctest: +SKIP
+    >>> checkpoints = train_models(cfg, "runs/risk/prepare", "runs/risk/train")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import json
 import os
-import time
 from pathlib import Path
-from typing import Any
 
-import torch
-from eo_common.io import atomic_save_json
-from eo_common.metrics import SegmentationMetrics
+from eo_common.config import config_to_dict
 from eo_common.normalize import BandStats
-from eo_common.training import (
-    EOModule,
-    TrainConfig,
-    build_trainer,
-    prepare_run_dir,
-    seed_everything,
-)
-from lightning.pytorch.callbacks import Timer
-from torch.utils.data import DataLoader
+from eo_common.runs import read_summary, run_status
 
-from risk_mapping.config import (
-    CLASS_NAMES,
-    IGNORE_INDEX,
-    NUM_CLASSES,
-    ModelConfig,
-    PipelineConfig,
-    config_to_dict,
-)
-from risk_mapping.data import TileDataset, TileSet
-from risk_mapping.losses import RiskLoss
-from risk_mapping.model import build_model, class_probabilities
+from risk_mapping.config import RiskConfig
 
-__all__ = ["RiskModule", "train_one", "train_models", "ensemble_seeds", "checkpoint_paths"]
+__all__ = ["ensemble_seeds", "checkpoint_paths", "seed_config", "train_one", "train_models"]
+
+HEADLINE = ("val/kappa", "val/kappa_quadratic", "val/loss", "val/per_class/medium/precision")
 
 
-class RiskModule(EOModule):
-    """LightningModule: network, loss, validation metrics; hyper-parameters make a checkpoint self-contained.
-
-    Args:
-        model_config: the ``model`` config section as a dict.
-        in_channels: stack bands.
-        band_mean, band_std: training band statistics (stored so inference needs only the checkpoint).
-        gamma, class_weights, label_smoothing, coral_weight, use_ordinal: see :class:`RiskLoss`.
-        head: which head's probabilities the validation metrics use (``softmax``/``coral``/``average``).
-        lr, weight_decay, lr_scheduler, max_epochs: read by :meth:`EOModule.configure_optimizers`.
-
-    Batches are ``(x (B, C, t, t) float32, y (B, t, t) long)``.
-    """
-
-    def __init__(
-        self,
-        model_config: dict[str, Any],
-        in_channels: int,
-        band_mean: list[float],
-        band_std: list[float],
-        gamma: float = 2.0,
-        class_weights: list[float] | None = None,
-        label_smoothing: float = 0.0,
-        coral_weight: float = 0.5,
-        use_ordinal: bool = True,
-        head: str = "softmax",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        lr_scheduler: str = "cosine",
-        max_epochs: int = 50,
-        pipeline_config: dict[str, Any] | None = None,
-    ):
-        super().__init__()
-        self.save_hyperparameters()
-        self.net = build_model(ModelConfig(**model_config), in_channels)
-        self.loss = RiskLoss(gamma, class_weights, label_smoothing, coral_weight, use_ordinal)
-        self.val_metrics = SegmentationMetrics(
-            NUM_CLASSES, ignore_index=IGNORE_INDEX, class_names=list(CLASS_NAMES)
-        )
-        self.head = head
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.net(x)
-
-    def compute_losses(
-        self, batch: Any, stage: str
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
-        x, y = batch
-        outputs = self(x)
-        total, parts = self.loss(outputs, y)
-        return total, parts, outputs
-
-    def update_metrics(self, stage: str, batch: Any, outputs: Any) -> None:
-        if stage == "val":
-            self.val_metrics.update(class_probabilities(outputs, self.head), batch[1])
-
-
-def ensemble_seeds(cfg: PipelineConfig) -> list[int]:
+def ensemble_seeds(cfg: RiskConfig) -> list[int]:
     """Seeds to train: ``inference.ensemble_seeds`` or ``[seed]``."""
     return list(cfg.inference.ensemble_seeds) or [cfg.seed]
 
 
-def checkpoint_paths(train_dir: str | os.PathLike, cfg: PipelineConfig) -> list[Path]:
-    """Best checkpoint of every ensemble member (``seed<k>/checkpoints/best.ckpt``, else ``last.ckpt``)."""
+def checkpoint_paths(train_dir: str | os.PathLike, cfg: RiskConfig) -> list[Path]:
+    """Best checkpoint of every ensemble member (``seed<k>/checkpoints/best.ckpt``)."""
     out = []
     for seed in ensemble_seeds(cfg):
-        ckpt_dir = Path(train_dir) / f"seed{seed}" / "checkpoints"
-        best = ckpt_dir / "best.ckpt"
-        out.append(best if best.is_file() else ckpt_dir / "last.ckpt")
+        summary = read_summary(Path(train_dir) / f"seed{seed}") or {}
+        best = (summary.get("paths") or {}).get("best_checkpoint")
+        out.append(Path(best) if best else Path(train_dir) / f"seed{seed}/checkpoints/best.ckpt")
     return out
 
 
-def _loader(tiles: TileSet, cfg: PipelineConfig, train: bool, seed: int) -> DataLoader:
-    t = cfg.training
-    aug = t.augmentation if train else None
-    ds = TileDataset(tiles, aug, cfg.dataset.optical_bands if train else None)
-    gen = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        ds,
-        batch_size=t.batch_size,
-        shuffle=train,
-        num_workers=t.num_workers,
-        generator=gen,
-        drop_last=False,
-        persistent_workers=False,
+def seed_config(cfg: RiskConfig, train_dir: Path, seed: int, budget_s: float) -> RiskConfig:
+    """The run config of one ensemble member: its folder, its seed, always ``resume``."""
+    return cfg.with_run(
+        output_dir=train_dir / f"seed{seed}",
+        name="",
+        seed=seed,
+        resume=True,
+        overwrite=False,
+        time_budget_s=budget_s,
+        stages="train",
+        force_recreate=False,
     )
 
 
 def train_one(
-    cfg: PipelineConfig,
+    cfg: RiskConfig,
     prepare_dir: str | os.PathLike,
     train_dir: str | os.PathLike,
     seed: int,
     *,
-    budget_s: float | None = None,
-    progress: bool = True,
+    budget_s: float = 0.0,
 ) -> Path:
-    """Train the model of one seed; resumes from ``last.ckpt`` after an interruption.
+    """Train (or continue, or skip when finished) the model of one seed; return its best checkpoint."""
+    from eo_common.training import fit_run, seed_everything
 
-    Returns:
-        path of the best checkpoint (by validation kappa), or ``last.ckpt`` if no validation ran.
+    from risk_mapping.data import RiskDataModule
+    from risk_mapping.task import RiskModule
 
-    Raises:
-        ValueError: there are no validation tiles (names ``dataset.val_fraction``).
-    """
     prepare_dir, train_dir = Path(prepare_dir), Path(train_dir)
-    name = f"seed{seed}"
-    run_dir = train_dir / name
-    done = run_dir / "DONE.json"
-    if done.is_file():
-        return Path(json.loads(done.read_text())["checkpoint"])
-    train_tiles = TileSet.load(prepare_dir / "tiles_train.npz")
-    val_tiles = TileSet.load(prepare_dir / "tiles_val.npz")
-    if len(val_tiles) == 0:
-        raise ValueError(
-            f"{prepare_dir / 'tiles_val.npz'}: no validation tiles; early stopping on kappa needs some "
-            "(raise dataset.val_fraction or lower dataset.block_size)"
-        )
+    run_dir = train_dir / f"seed{seed}"
+    if run_status(run_dir) == "finished":
+        best = ((read_summary(run_dir) or {}).get("paths") or {}).get("best_checkpoint")
+        if best and Path(best).is_file():
+            return Path(best)
+    scfg = seed_config(cfg, train_dir, seed, budget_s)
+    seed_everything(seed)  # the initial weights depend on the seed only, not on earlier work
+    datamodule = RiskDataModule(scfg, prepare_dir)
+    datamodule.check_inputs()
     stats = BandStats.load(prepare_dir / "band_stats.json")
     t = cfg.training
-    tcfg = TrainConfig(
-        seed=seed,
-        max_epochs=t.epochs,
-        lr=max(t.lr, 1e-12),
-        weight_decay=t.weight_decay,
-        batch_size=t.batch_size,
-        num_workers=t.num_workers,
-        early_stop_patience=t.patience,
-        experiment_name=name,
-        output_dir=train_dir,
-        accelerator=t.accelerator,
-        lr_scheduler=t.lr_scheduler,
-    )
-    seed_everything(seed)
-    prepare_run_dir(train_dir, name, config_to_dict(cfg))
-    module = RiskModule(
-        model_config=dataclasses.asdict(cfg.model),
-        in_channels=int(train_tiles.x.shape[1]),
+    task = RiskModule(
+        model_config=config_to_dict(cfg.model),
+        in_channels=datamodule.in_channels,
         band_mean=stats.mean.tolist(),
         band_std=stats.std.tolist(),
-        gamma=t.focal_gamma if t.use_focal_loss else 0.0,
+        focal_gamma=t.focal_gamma if t.use_focal_loss else 0.0,
         class_weights=t.class_weights,
         label_smoothing=t.label_smoothing,
         coral_weight=t.coral_weight,
         use_ordinal=t.use_ordinal_loss,
         head=cfg.inference.head,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        lr_scheduler=t.lr_scheduler,
-        max_epochs=t.epochs,
         pipeline_config=config_to_dict(cfg),
+        band_names=stats_band_names(prepare_dir),
+        **scfg.optim.hparams(),
     )
-    budget = budget_s if budget_s is not None else t.budget_s
-    extra = [Timer(duration=dt.timedelta(seconds=budget), interval="epoch")] if budget else []
-    kwargs: dict[str, Any] = {"enable_progress_bar": progress, "enable_model_summary": False}
-    if t.limit_train_batches:
-        kwargs["limit_train_batches"] = t.limit_train_batches
-    trainer = build_trainer(
-        tcfg, run_dir, monitor="val/kappa", mode="max", extra_callbacks=extra, **kwargs
+    summary = fit_run(
+        task,
+        datamodule,
+        scfg,
+        command="risk-pipeline",
+        monitor="val/kappa",
+        mode="max",
+        headline=HEADLINE,
+        plot_metrics=("loss", "kappa"),
+        enable_model_summary=False,
+        extra={"stage": "train", "ensemble_seed": seed},
     )
-    last = run_dir / "checkpoints" / "last.ckpt"
-    start = time.perf_counter()
-    trainer.fit(
-        module,
-        _loader(train_tiles, cfg, True, seed),
-        _loader(val_tiles, cfg, False, seed),
-        ckpt_path=str(last) if last.is_file() else None,
-    )
-    best = run_dir / "checkpoints" / "best.ckpt"
-    ckpt = best if best.is_file() else last
-    if not ckpt.is_file():
-        raise RuntimeError(f"{run_dir}: training ended without a checkpoint")
-    _plot_curves(run_dir)
-    score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
-    atomic_save_json(
-        {
-            "checkpoint": str(ckpt),
-            "best_val_kappa": None if score is None else float(score),
-            "epochs_run": int(trainer.current_epoch),
-            "seconds": time.perf_counter() - start,
-        },
-        done,
-    )
-    return ckpt
+    best = Path(summary["paths"]["best_checkpoint"])
+    _export(best, run_dir / "smp_unet")
+    return best
 
 
-def _plot_curves(run_dir: Path) -> None:
-    metrics_csv = run_dir / "metrics.csv"
-    if not metrics_csv.is_file():
-        return
-    try:
-        from eo_common.viz import plot_training_curves
-    except ImportError:  # viz not available: curves stay in metrics.csv
-        return
-    try:
-        plot_training_curves(
-            metrics_csv,
-            run_dir / "training_curves.png",
-            metrics=["train/loss", "val/loss", "val/kappa"],
-        )
-    except (ValueError, KeyError):
-        pass
+def stats_band_names(prepare_dir: Path) -> list[str] | None:
+    """Band names recorded by the prepare stage (None for older prepare folders)."""
+    import json
+
+    path = prepare_dir / "dataset_summary.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("band_names")
+
+
+def _export(checkpoint: Path, out_dir: Path) -> Path | None:
+    """The best checkpoint's network through smp's ``save_pretrained`` (when expressible)."""
+    from risk_mapping.model import export_smp
+    from risk_mapping.predict import load_models
+
+    model = load_models([checkpoint])[0]
+    return export_smp(
+        model.net,
+        out_dir,
+        band_mean=model.stats.mean.tolist(),
+        band_std=model.stats.std.tolist(),
+        band_names=model.config.get("band_names"),
+    )
 
 
 def train_models(
-    cfg: PipelineConfig,
-    prepare_dir: str | os.PathLike,
-    train_dir: str | os.PathLike,
-    *,
-    budget_s: float | None = None,
-    progress: bool = True,
+    cfg: RiskConfig, prepare_dir: str | os.PathLike, train_dir: str | os.PathLike
 ) -> list[Path]:
-    """Train one model per ensemble seed (budget split evenly); returns their checkpoints."""
+    """Train one model per ensemble seed (``time_budget_s`` split evenly); their best checkpoints."""
     seeds = ensemble_seeds(cfg)
-    per_seed = None if budget_s is None else budget_s / len(seeds)
-    return [
-        train_one(cfg, prepare_dir, train_dir, s, budget_s=per_seed, progress=progress)
-        for s in seeds
-    ]
+    per_seed = cfg.time_budget_s / len(seeds) if cfg.time_budget_s else 0.0
+    return [train_one(cfg, prepare_dir, train_dir, s, budget_s=per_seed) for s in seeds]

@@ -302,6 +302,10 @@ class CoralLoss(nn.Module):
         else:
             valid = torch.ones_like(flat_target, dtype=torch.bool)
         safe_target = torch.where(valid, flat_target, torch.zeros_like(flat_target))
+        # ignored pixels: constant logits, so that whatever they hold (NaN too) reaches no gradient
+        levels_axis_last = torch.where(
+            valid[:, None], levels_axis_last, torch.zeros_like(levels_axis_last)
+        )
         levels = label_to_levels(safe_target, self.num_classes).to(logits.dtype)
         per_sample = coral_loss(levels_axis_last, levels, self.importance_weights, reduction="none")
         per_sample = torch.where(valid, per_sample, torch.zeros_like(per_sample))

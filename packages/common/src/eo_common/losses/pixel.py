@@ -41,7 +41,8 @@ def l1_loss(
     where ``i`` runs over every element of ``(B, C, H, W)`` and ``w`` is the weight map broadcast
     to that shape (``w = 1`` when ``weight`` is None, which gives the plain mean absolute error).
     So a 0/1 weight map gives the mean error over the pixels with weight 1 (e.g. a cloud or
-    nodata mask). If every weight is 0 the mean is 0 (not NaN).
+    nodata mask). If every weight is 0 the mean is 0 (not NaN). A pixel of weight 0 takes no part
+    even if it holds NaN; a NaN where the weight is positive makes the loss NaN.
 
     Args:
         pred: float ``(B, C, H, W)``.
@@ -82,7 +83,8 @@ def l1_loss(
     if bool((weight < 0).any()):
         raise ValueError("weight must be >= 0 everywhere")
     weight = weight.expand_as(error)
-    weighted = weight * error
+    # where(), not a product: a pixel of weight 0 takes no part, whatever it holds (NaN * 0 is NaN)
+    weighted = torch.where(weight > 0, weight * error, torch.zeros_like(error))
     if reduction == "mean":
         return weighted.sum() / weight.sum().clamp_min(torch.finfo(weighted.dtype).tiny)
     return reduce(weighted, reduction)

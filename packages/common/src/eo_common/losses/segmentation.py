@@ -3,7 +3,9 @@
 Conventions shared by all of them: ``logits`` are raw scores ``(B, K, H, W)`` (any number of
 trailing spatial axes, also none), ``target`` holds integer labels ``(B, H, W)`` in ``[0, K)``;
 pixels equal to ``ignore_index`` (default 255, the nodata label of the project) take no part in
-the loss, and changing ``logits`` there changes neither the loss nor any gradient.
+the loss, and changing ``logits`` there (to anything, NaN included) changes neither the loss nor
+any gradient. A NaN logit at a pixel that takes part makes the loss NaN (never a finite value with a
+NaN gradient), so the run's NaN guard sees it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ __all__ = [
     "boundary_loss",
     "signed_distance_map",
 ]
+
+
+def _zero_ignored(logits: Tensor, target: Tensor, ignore_index: int | None) -> Tensor:
+    """``logits`` with 0 at ignored pixels: what they held (NaN included) reaches neither the loss
+    nor any gradient (a product with a 0/1 mask would let NaN through as NaN * 0)."""
+    if ignore_index is None:
+        return logits
+    valid = (target != ignore_index).unsqueeze(1)
+    return torch.where(valid, logits, torch.zeros_like(logits))
 
 
 # --------------------------------------------------------------------------------------- focal
@@ -98,6 +109,8 @@ def focal_loss(
         else torch.ones_like(target, dtype=torch.bool)
     )
     safe_target = torch.where(valid, target, torch.zeros_like(target)).long()
+    # ignored pixels: constant logits, so that whatever they hold (NaN too) reaches no gradient
+    logits = torch.where(valid.unsqueeze(1), logits, torch.zeros_like(logits))
     log_p = F.log_softmax(logits, dim=1)
     log_pt = log_p.gather(1, safe_target.unsqueeze(1)).squeeze(1)
     # 1 - p_t computed as -expm1(log p_t) (accurate near p_t = 1) and kept > 0 so that
@@ -273,8 +286,9 @@ class DiceLoss(nn.Module):
         )
         if self.classes is not None and max(self.classes) >= logits.shape[1]:
             raise ValueError(f"classes {self.classes} exceed the {logits.shape[1]} logit channels")
-        # smp one-hot encodes ``target * (target != ignore_index)``, so ignored labels are safe.
-        return self._dice(logits, target.long())
+        # smp one-hot encodes ``target * (target != ignore_index)``, so ignored labels are safe;
+        # it masks ignored probabilities by a product, so their logits are made constant first
+        return self._dice(_zero_ignored(logits, target, self.ignore_index), target.long())
 
 
 # --------------------------------------------------------------------------------------- MCC
@@ -292,7 +306,8 @@ def soft_mcc(probs: Tensor, target: Tensor, ignore_index: int | None = 255) -> T
 
     which is scikit-learn's ``matthews_corrcoef`` when ``probs`` is one-hot (hard predictions),
     including its convention MCC = 0 when the denominator is 0 (e.g. one class only).
-    Computed in float64 from the ``(K, K)`` matrix.
+    Computed in float64 from the ``(K, K)`` matrix. A NaN probability at a pixel that is not ignored
+    makes the result NaN (it is never read as the degenerate case); ignored pixels never count.
 
     Args:
         probs: float ``(B, K, *)`` class probabilities (rows sum to 1).
@@ -331,11 +346,13 @@ def soft_mcc(probs: Tensor, target: Tensor, ignore_index: int | None = 255) -> T
     total = confusion.sum()
     numerator = correct * total - (pred_counts * true_counts).sum()
     denominator = (total**2 - (pred_counts**2).sum()) * (total**2 - (true_counts**2).sum())
-    positive = denominator > 0
+    # MCC = 0 where the denominator is 0 (one class only), as scikit-learn; a NaN denominator (a NaN
+    # probability) is not "0" and propagates, so the loss shows it (and the NaN guard acts)
+    degenerate = denominator <= 0
     mcc = torch.where(
-        positive,
-        numerator / torch.sqrt(torch.where(positive, denominator, torch.ones_like(denominator))),
+        degenerate,
         torch.zeros_like(numerator),
+        numerator / torch.sqrt(torch.where(degenerate, torch.ones_like(denominator), denominator)),
     )
     return mcc.to(probs.dtype)
 
@@ -357,7 +374,9 @@ def mcc_loss(
         tensor(0.)
     """
     logits, target = check_logits_and_labels(logits, target, num_classes, ignore_index)
-    return 1.0 - soft_mcc(F.softmax(logits, dim=1), target, ignore_index)
+    return 1.0 - soft_mcc(
+        F.softmax(_zero_ignored(logits, target, ignore_index), dim=1), target, ignore_index
+    )
 
 
 class MCCLoss(nn.Module):
@@ -522,8 +541,13 @@ def boundary_loss(
     classes = [int(c) for c in classes]
     if not classes or not all(0 <= c < num_classes for c in classes):
         raise ValueError(f"classes must be ids in [0, {num_classes}), got {classes}")
+    dist = dist_maps[:, classes].to(logits.dtype)
+    # a pixel whose distances are all 0 (ignore_index in signed_distance_map) takes no part: its
+    # logits are made constant, so that whatever they hold (NaN too) reaches neither loss nor gradient
+    counts = (dist != 0).any(dim=1, keepdim=True)
+    logits = torch.where(counts, logits, torch.zeros_like(logits))
     probs = F.softmax(logits, dim=1)[:, classes]
-    return (probs * dist_maps[:, classes].to(probs.dtype)).mean()
+    return (probs * dist).mean()
 
 
 class BoundaryLoss(nn.Module):

@@ -18,14 +18,13 @@ torchmetrics) are written out in ``docs/common.md`` (section Metrics).
 """
 
 from .image import (
-    LPIPS_WEIGHTS_HELP,
     ImageQualityMetrics,
-    build_lpips,
     psnr,
     sam,
     ssim,
     ssim_map,
 )
+from .lpips import LPIPS, LPIPS_WEIGHTS_HELP, build_lpips
 from .segmentation import (
     SegmentationMetrics,
     SpearmanRho,
@@ -47,4 +46,5 @@ __all__ = [
     "scores_from_confusion",
     "LPIPS_WEIGHTS_HELP",
     "build_lpips",
+    "LPIPS",
 ]

@@ -1,11 +1,20 @@
-"""Image-quality metrics: PSNR, SSIM, SAM, MAE, RMSE, LPIPS, streamed over a whole split."""
+"""Image-quality metrics: PSNR, SSIM, SAM, MAE, RMSE, LPIPS, streamed over a whole split.
+
+**Non-finite values, one rule** (functions and :class:`ImageQualityMetrics` alike): pixels are left
+out only by a ``mask``. A NaN or +-inf at a pixel that takes part makes the metric non-finite, with
+the value torchmetrics gives for the same input (NaN for NaN; for +-inf: MAE and RMSE inf, PSNR
+-inf, SSIM and SAM NaN); it never drops out silently. A pixel outside the mask never affects any
+metric, whatever it holds. SSIM sees pixels through its window: an included pixel whose window
+reaches a non-finite value in an *excluded* pixel has no SSIM and is left out of the SSIM mean. The
+one exception to "nothing is skipped" is SAM at a pixel where a spectral vector is all zeros (no
+angle exists; skipped, where torchmetrics returns NaN).
+"""
 
 from __future__ import annotations
 
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -14,15 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
-LPIPS_WEIGHTS_HELP = (
-    "LPIPS needs the ImageNet weights of its backbone, which cannot be downloaded here. Pass "
-    "`lpips_weights=<path>` pointing at a local file: either the torchvision state dict of the backbone "
-    "(alex: alexnet-owt-7be5be79.pth, vgg: vgg16-397923af.pth, squeeze: squeezenet1_1-b8a52dc0.pth; "
-    "on a machine with internet `torchvision.models.alexnet(weights='DEFAULT')` stores it under "
-    "~/.cache/torch/hub/checkpoints/), or a full LPIPS state dict (keys 'net.slice*', 'lin*'). "
-    "The LPIPS linear heads ship with torchmetrics and are used from there."
-)
-
+from .lpips import build_lpips
 
 # --------------------------------------------------------------------------------------------------
 # input checks
@@ -166,10 +167,11 @@ def ssim(
 
 
 def _sam_angles(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """Angle in radians between spectral vectors, ``(B, H, W)``, and where it is defined."""
+    """Angle in radians between spectral vectors, ``(B, H, W)``, and where it is defined (neither
+    vector all zeros; a non-finite vector counts as defined, so its NaN angle propagates)."""
     pred_norm = torch.linalg.vector_norm(pred, dim=1, keepdim=True)
     target_norm = torch.linalg.vector_norm(target, dim=1, keepdim=True)
-    valid = (pred_norm > 0) & (target_norm > 0)
+    valid = ~((pred_norm == 0) | (target_norm == 0))
     tiny = torch.finfo(pred.dtype).tiny
     u = pred / pred_norm.clamp_min(tiny)
     v = target / target_norm.clamp_min(tiny)
@@ -185,7 +187,8 @@ def sam(pred: Tensor, target: Tensor, degrees: bool = True, mask: Tensor | None 
     """Spectral angle mapper: mean over pixels of ``arccos(<p, t> / (|p| |t|))`` along the band axis.
 
     Pixels where either spectral vector is all zeros have no angle and are left out (torchmetrics
-    returns NaN there).
+    returns NaN there). A NaN or inf at an included pixel makes the result NaN (the module's rule on
+    non-finite values); pixels outside ``mask`` never count.
 
     Args:
         pred, target: ``(B, C, H, W)``.
@@ -229,88 +232,9 @@ def _psnr_from_mse(mse: float, data_range: float) -> float:
         return float("nan")
     if mse == 0:
         return float("inf")
+    if math.isinf(mse):
+        return -float("inf")
     return 10.0 * math.log10(data_range**2 / mse)
-
-
-# --------------------------------------------------------------------------------------------------
-# LPIPS with local weights
-# --------------------------------------------------------------------------------------------------
-
-
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure becomes a clear error
-        raise ValueError(f"{path}: cannot read LPIPS weights ({exc})") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors. {LPIPS_WEIGHTS_HELP}")
-    return state
-
-
-def build_lpips(weights_path: str | os.PathLike, net: str = "alex") -> torch.nn.Module:
-    """An LPIPS network (torchmetrics' implementation) whose backbone weights come from a local file.
-
-    The linear heads are the published LPIPS v0.1 heads shipped inside torchmetrics. The file holds
-    either the torchvision state dict of the backbone (keys ``features.N.*`` or ``N.*``) or a complete
-    LPIPS state dict (keys ``net.sliceK.N.*`` and optionally ``linK.*``).
-
-    Raises:
-        FileNotFoundError: the file does not exist (the message explains how to get one).
-        ValueError: the file is not a matching state dict.
-    """
-    from torchmetrics.functional.image.lpips import _NoTrainLpips
-
-    path = Path(weights_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"LPIPS weights file not found: {path}. {LPIPS_WEIGHTS_HELP}")
-    if net not in ("alex", "vgg", "squeeze"):
-        raise ValueError(f"lpips_net must be 'alex', 'vgg' or 'squeeze', got {net!r}")
-    state = _read_state_dict(path)
-    model = _NoTrainLpips(pretrained=True, net=net, pnet_rand=True)
-    if any(k.startswith("net.") for k in state):
-        backbone = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
-        heads = {k: v for k, v in state.items() if k.startswith("lin")}
-        if heads:
-            missing = model.load_state_dict(heads, strict=False)
-            if missing.unexpected_keys:
-                raise ValueError(
-                    f"{path}: unexpected LPIPS head keys {missing.unexpected_keys[:5]}"
-                )
-    else:
-        # torchmetrics puts torchvision's features[i] into Sequential slices under the name str(i)
-        slice_of = {
-            index: slice_name
-            for slice_name, block in model.net.named_modules()
-            if isinstance(block, torch.nn.Sequential)
-            and block._modules
-            and all(k.isdigit() for k in block._modules)
-            for index in block._modules
-        }
-        has_prefix = any(k.startswith("features.") for k in state)
-        backbone = {}
-        for key, value in state.items():
-            if has_prefix:
-                if not key.startswith("features."):
-                    continue  # classifier weights of a full torchvision model
-                key = key[len("features.") :]
-            index, _, rest = key.partition(".")
-            if index in slice_of:
-                backbone[f"{slice_of[index]}.{index}.{rest}"] = value
-    try:
-        model.net.load_state_dict(backbone, strict=True)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"{path}: does not hold the weights of the LPIPS '{net}' backbone ({str(exc)[:300]}). "
-            f"{LPIPS_WEIGHTS_HELP}"
-        ) from exc
-    return model
 
 
 # --------------------------------------------------------------------------------------------------
@@ -422,39 +346,17 @@ class ImageQualityMetrics(Metric):
             self.sq_err_sum += torch.sum(diff * diff, dtype=f64)
             self.abs_err_sum += torch.sum(diff.abs(), dtype=f64)
             self.value_count += float(diff.numel())
-        else:
-            mf = m.to(diff.dtype)
-            self.sq_err_sum += torch.sum(diff * diff * mf, dtype=f64)
-            self.abs_err_sum += torch.sum(diff.abs() * mf, dtype=f64)
+        else:  # where(), not a product: a NaN outside the mask must not leak in as NaN * 0
+            diff = torch.where(m, diff, torch.zeros_like(diff))
+            self.sq_err_sum += torch.sum(diff * diff, dtype=f64)
+            self.abs_err_sum += torch.sum(diff.abs(), dtype=f64)
             self.value_count += float(m.sum()) * diff.shape[1]
-
-        smap = ssim_map(
-            pred,
-            target,
-            self.data_range,
-            self.ssim_kernel,
-            self.ssim_sigma,
-            self.ssim_window,
-            self.ssim_border,
-        )
-        if m is None:
-            self.ssim_sum += torch.sum(smap, dtype=f64)
-            self.ssim_count += float(smap.numel())
-        else:
-            if self.ssim_border == "crop":
-                p = self.ssim_kernel // 2
-                h, w = m.shape[-2:]
-                m_ssim = m[..., p : h - p, p : w - p]
-            else:
-                m_ssim = m
-            self.ssim_sum += torch.sum(smap * m_ssim.to(smap.dtype), dtype=f64)
-            self.ssim_count += float(m_ssim.sum()) * smap.shape[1]
-
+        self._update_ssim(pred, target, m)
         if pred.shape[1] >= 2:
             angle, valid = _sam_angles(pred, target)
             if m is not None:
                 valid = valid & m[:, 0]
-            self.sam_sum += torch.sum(angle * valid.to(angle.dtype), dtype=f64)
+            self.sam_sum += torch.sum(torch.where(valid, angle, torch.zeros_like(angle)), dtype=f64)
             self.sam_count += float(valid.sum())
 
         if self.lpips is not None:
@@ -464,6 +366,50 @@ class ImageQualityMetrics(Metric):
                     "ImageQualityMetrics without lpips_weights for masked regions"
                 )
             self._update_lpips(pred, target)
+
+    def _ssim_map(self, pred: Tensor, target: Tensor) -> Tensor:
+        return ssim_map(
+            pred,
+            target,
+            self.data_range,
+            self.ssim_kernel,
+            self.ssim_sigma,
+            self.ssim_window,
+            self.ssim_border,
+        )
+
+    def _update_ssim(self, pred: Tensor, target: Tensor, m: Tensor | None) -> None:
+        """SSIM sums; see the module docstring for masks and non-finite values."""
+        f64 = torch.float64
+        if m is None:
+            smap = self._ssim_map(pred, target)
+            self.ssim_sum += torch.sum(smap, dtype=f64)
+            self.ssim_count += float(smap.numel())
+            return
+        k, pad = self.ssim_kernel, self.ssim_kernel // 2
+        if self.ssim_border == "crop":
+            h, w = m.shape[-2:]
+            m_ssim = m[..., pad : h - pad, pad : w - pad]
+        else:
+            m_ssim = m
+        bad = ~(torch.isfinite(pred) & torch.isfinite(target))
+        if not bool(bad.any()):
+            smap = self._ssim_map(pred, target)
+            keep = m_ssim.expand_as(smap)
+        elif bool((bad & m).any()):  # a non-finite value at an included pixel: SSIM is NaN
+            self.ssim_sum += float("nan")
+            self.ssim_count += float(m_ssim.sum()) * pred.shape[1]
+            return
+        else:  # non-finite values only outside the mask: drop the windows that reach them
+            zero = torch.zeros_like(pred)
+            smap = self._ssim_map(torch.where(bad, zero, pred), torch.where(bad, zero, target))
+            reach = bad.to(pred.dtype)
+            if self.ssim_border == "reflect" and pad > 0:
+                reach = F.pad(reach, (pad, pad, pad, pad), mode="reflect")
+            touched = F.max_pool2d(reach, k, stride=1) > 0
+            keep = m_ssim & ~touched
+        self.ssim_sum += torch.sum(torch.where(keep, smap, torch.zeros_like(smap)), dtype=f64)
+        self.ssim_count += float(keep.sum())
 
     def _update_lpips(self, pred: Tensor, target: Tensor) -> None:
         channels = pred.shape[1]

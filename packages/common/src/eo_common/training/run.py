@@ -36,7 +36,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from ..config import OptimConfig, RunConfig
 from ..errors import CheckpointError, UserError
 from ..io import atomic_write
-from ..runs import RunFolder
+from ..runs import RunFolder, global_rank_from_env
 from .callbacks import EpochSeed, NaNGuard
 from .seeding import seed_everything
 
@@ -74,16 +74,6 @@ def parse_devices(devices: str | int | Sequence[int]) -> str | int | list[int]:
     if "," in text:
         return [int(d) for d in text.split(",") if d.strip()]
     return int(text)
-
-
-def global_rank_from_env() -> int:
-    """This process's global rank under torchrun / Lightning's DDP launcher (0 otherwise)."""
-    if "RANK" in os.environ:
-        return int(os.environ["RANK"])
-    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)))
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    return node * per_node + local
 
 
 class RunCSVLogger(Logger):
