@@ -254,3 +254,32 @@ def test_a_sweep_folder_of_another_sweep_is_refused_before_anything_is_written(t
         capsys.readouterr().err.strip()
         == "eolab sweep run: error: --gpus: comma-separated GPU ids like 0,1,2, got '0,x'"
     )
+
+
+def test_run_fields_of_a_command_with_or_without_a_run_group(tmp_path):
+    from dataclasses import dataclass
+
+    from eo_common.command import Command
+    from eo_common.config import opt
+    from eo_common.sweep.values import run_fields, run_values
+    from eolab_sweep_toys import quad
+
+    @dataclass
+    class Flat:  # a risk-pipeline-like config: the run settings at the top level
+        output_dir: Path = opt(Path("out"), help="output folder")
+        seed: int = opt(0, help="seed")
+        resume: bool = opt(False, help="resume")
+
+    flat = Command("flat", Flat, "x:y", description="d", run_folder=False)
+    assert run_fields(flat) == {
+        "output_dir": "output_dir", "name": None, "seed": "seed",
+        "resume": "resume", "overwrite": None, "progress": None,
+    }  # fmt: skip
+    folder = tmp_path / "trials"
+    assert run_values(flat, folder, "0003", 7, resume=True) == {
+        "output_dir": str((folder / "0003").resolve()), "seed": 7, "resume": True,
+    }  # fmt: skip
+    assert run_values(quad, folder, "0003_s1", 1) == {
+        "run.output_dir": str(folder.resolve()), "run.name": "0003_s1", "run.seed": 1,
+        "run.resume": False, "run.progress": False,
+    }  # fmt: skip

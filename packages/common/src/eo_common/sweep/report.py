@@ -30,6 +30,7 @@ from ..runs import resolved_config_dict
 from .ablation import ablation_rows, format_ablation
 from .spec import SweepSpec, load_sweep, parse_trial_config
 from .storage import SURPLUS_ATTR, load_study, open_storage
+from .values import run_fields, run_values
 
 __all__ = ["write_report", "trial_rows", "print_presets", "best_config"]
 
@@ -106,9 +107,11 @@ def best_config(spec: SweepSpec, command: Any, overrides: dict[str, Any], out_di
     """YAML of the command's full config for the base plus ``overrides`` (a ``--config`` file)."""
     import yaml
 
-    values = {**overrides, "run.output_dir": str(out_dir.resolve()), "run.name": ""}
-    if spec.seeds:
-        values["run.seed"] = spec.seeds[0]
+    seed = spec.seeds[0] if spec.seeds else None
+    values = {**overrides, **run_values(command, out_dir, "", seed)}
+    progress = run_fields(command)["progress"]
+    if progress:  # best.yaml is for a person at a terminal
+        values[progress] = True
     cfg = parse_trial_config(command, spec, values)
     text = io.StringIO()
     text.write(f"# best trial of sweep {spec.name}: {_fields_text(overrides)}\n")

@@ -28,7 +28,8 @@ A sweep file is YAML with these keys (only ``command``, ``objective`` and one of
     output_dir: runs/sweeps/glacier_lr   # the sweep folder (default runs/sweeps/<name>; --out wins)
 
 A shorthand ``field: [a, b, c]`` in ``space`` is a categorical choice. Fields that the sweep itself sets
-(``run.output_dir``, ``run.name``, ``run.seed``, ``run.resume``, ``run.overwrite``) cannot be searched.
+(``run.output_dir``, ``run.name``, ``run.seed``, ``run.resume``, ``run.overwrite``, or the top-level
+``output_dir``, ``seed``, ... of a command without a ``run`` group) cannot be searched.
 
 Everything is checked before the first trial, with the command's own parser: the command exists and
 is an eolab :class:`~eo_common.command.Command`; every field of ``base``, ``space``, ``grid`` and
@@ -55,7 +56,7 @@ from ..command import Command
 from ..errors import ConfigError
 from .parts import SCALARS, Param, flatten, plain, read_pruning, read_space
 from .resolve import find_sweep_file, list_presets, resolve_command
-from .values import check_with_command, parse_trial_config
+from .values import check_with_command, parse_trial_config, run_fields
 
 __all__ = [
     "Param",
@@ -247,16 +248,25 @@ def spec_from_dict(
         command = resolve_command(raw["command"])
     except ConfigError as err:
         raise ConfigError([*problems, *err.problems]) from None
-    if not command.run_folder:
+    fields_of_run = run_fields(command)
+    if not fields_of_run["output_dir"] or not fields_of_run["seed"]:
         problems.append(
-            f"command: {command.prog} writes no run folder; a sweep runs training commands"
+            f"command: {command.prog} has no output folder and seed fields (run.output_dir, "
+            "run.seed); a sweep runs commands that write a run folder"
         )
+    set_by_sweep = {
+        fields_of_run[c]: why
+        for c, why in zip(
+            ("output_dir", "name", "seed", "resume", "overwrite"), SET_BY_SWEEP.values()
+        )
+        if fields_of_run[c]
+    }
     leaves = {leaf.key: leaf for leaf in command.leaves()}
     keys = set(leaves)
 
     def field_problem(where: str, key: str) -> str | None:
-        if key in SET_BY_SWEEP:
-            return f"{where}: {key} cannot be set here ({SET_BY_SWEEP[key]})"
+        if key in set_by_sweep:
+            return f"{where}: {key} cannot be set here ({set_by_sweep[key]})"
         if key not in keys:
             close = difflib.get_close_matches(key, sorted(keys), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
@@ -299,7 +309,7 @@ def spec_from_dict(
     files.extend(Path(p) for p in extra_files)
     for key, value in {**flatten(base, keys), **dict(extra_base or {})}.items():
         bad = field_problem(f"base.{key}", key)
-        if bad and key in ("run.seed",):  # the base seed is where seeds start; allowed
+        if bad and key == fields_of_run["seed"]:  # the base seed is where seeds start; allowed
             bad = None
         if bad:
             problems.append(bad)
@@ -341,12 +351,14 @@ def spec_from_dict(
                 if not isinstance(overrides or {}, Mapping):
                     problems.append(f"variants.{name}: expected a mapping of field values")
                     continue
-                flat = flatten(overrides or {}, keys)
-                for key in flat:
+                good = {}
+                for key, value in flatten(overrides or {}, keys).items():
                     bad = field_problem(f"variants.{name}.{key}", key)
                     if bad:
                         problems.append(bad)
-                variants[str(name)] = {k: rebase(k, v) for k, v in flat.items()}
+                    else:
+                        good[key] = rebase(key, value)
+                variants[str(name)] = good
     baseline = raw.get("baseline")
     if baseline is not None and str(baseline) not in variants:
         problems.append(f"baseline: {baseline!r} is not one of the variants {list(variants)}")
@@ -422,7 +434,7 @@ def spec_from_dict(
         source=source,
     )
     problems += check_with_command(spec, command)
-    base_seed = int(spec.base_resolved.get("run.seed", 0) or 0)
+    base_seed = int(spec.base_resolved.get(fields_of_run["seed"] or "run.seed", 0) or 0)
     if isinstance(seeds_raw, bool) or not isinstance(seeds_raw, int | list):
         problems.append(f"seeds: a count or a list of integers, got {seeds_raw!r}")
     elif isinstance(seeds_raw, int):

@@ -17,7 +17,42 @@ from .parts import Param, flatten, nest, plain
 if TYPE_CHECKING:
     from .spec import SweepSpec
 
-__all__ = ["config_argv", "parse_trial_config", "check_with_command"]
+__all__ = ["config_argv", "parse_trial_config", "check_with_command", "run_fields", "run_values"]
+
+#: what a sweep sets in each trial, by concept; a command has them as ``run.<x>`` or top-level ``<x>``
+RUN_CONCEPTS = ("output_dir", "name", "seed", "resume", "overwrite", "progress")
+
+
+def run_fields(command: Command) -> dict[str, str | None]:
+    """The command's field for each of :data:`RUN_CONCEPTS` (``run.seed`` or ``seed``), or None."""
+    keys = {leaf.key for leaf in command.leaves()}
+    out: dict[str, str | None] = {}
+    for concept in RUN_CONCEPTS:
+        out[concept] = next((k for k in (f"run.{concept}", concept) if k in keys), None)
+    return out
+
+
+def run_values(
+    command: Command, folder: Path, name: str, seed: int | None, *, resume: bool = False
+) -> dict[str, Any]:
+    """Field values that put a run in ``folder/name`` with ``seed`` (and resume it, quietly).
+
+    Without a name field the run goes to ``folder/name`` as its output folder.
+    """
+    f = run_fields(command)
+    values: dict[str, Any] = {}
+    if f["name"]:
+        values[f["output_dir"]] = str(folder.resolve())
+        values[f["name"]] = name
+    else:
+        values[f["output_dir"]] = str((folder / name).resolve() if name else folder.resolve())
+    if seed is not None:
+        values[f["seed"]] = seed
+    if f["resume"]:
+        values[f["resume"]] = resume
+    if f["progress"]:
+        values[f["progress"]] = False
+    return values
 
 
 def config_argv(spec: SweepSpec, overrides: Mapping[str, Any], folder: Path) -> list[str]:

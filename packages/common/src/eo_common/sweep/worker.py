@@ -50,6 +50,7 @@ from .storage import (
     trial_id_of,
     worker_info,
 )
+from .values import run_values
 
 __all__ = ["WorkerSettings", "run_worker", "trial_folder_name", "main"]
 
@@ -137,8 +138,6 @@ class _Worker:
         )
         salt = settings.index + 1 + 1000 * int(time.time() % 100000)
         self.study = load_study(self.storage, spec, salt=salt)
-        keys = {leaf.key for leaf in command.leaves()}
-        self.quiet = {"run.progress": False} if "run.progress" in keys else {}
         self.storage_env = settings.storage or "journal://" + str(
             (self.dir / "study.journal").resolve()
         )
@@ -269,12 +268,8 @@ class _Worker:
                 "ok", float(old["metrics"][metric])
             )  # finished before its worker died
         values = {
-            **self.quiet,
             **overrides,
-            "run.output_dir": str((self.dir / "trials").resolve()),
-            "run.name": name,
-            "run.seed": seed,
-            "run.resume": resume,
+            **run_values(self.command, self.dir / "trials", name, seed, resume=resume),
         }
         try:
             cfg = parse_trial_config(self.command, self.spec, values)
