@@ -67,24 +67,14 @@ def _make_inputs(folder: Path, h: int, w: int) -> tuple[Path, Path, Path]:
 def worker(h: int, w: int, tile: int, overlap: int, threads: int, folder: Path) -> dict:
     import torch
     from cloud_removal.evaluate import load_task
-    from cloud_removal.predict import PredictConfig, predict_scene
+    from cloud_removal.predict import predict_scene
 
     torch.set_num_threads(threads)
     s2, s1, ckpt = _make_inputs(folder, h, w)
-    load_task(ckpt)  # imports and first model build outside the measured part
+    task = load_task(ckpt)  # imports and model build outside the measured part
     base = proc_status_mib("VmRSS")
     t0 = time.perf_counter()
-    predict_scene(
-        PredictConfig(
-            checkpoint=ckpt,
-            s2=s2,
-            s1=s1,
-            out=folder / "out.tif",
-            tile_size=tile,
-            overlap=overlap,
-            progress=False,
-        )
-    )
+    predict_scene(task, s2, s1, folder / "out.tif", tile_size=tile, overlap=overlap, progress=False)
     seconds = time.perf_counter() - t0
     return {
         "height": h,

@@ -44,7 +44,7 @@ USED_WITHOUT_IMPORT: dict[str, dict[str, str]] = {
 #: (strict xfail): then remove the entry.
 PENDING: dict[str, str] = {
     folder: "pyproject not yet in line with the imports (issue 9.7): see the assertion message"
-    for folder in ("cloud_removal", "gac_pipeline")
+    for folder in ("gac_pipeline",)
 }
 
 

@@ -12,7 +12,13 @@ from cloud_removal.clouds import (
     difference_cloud_mask,
     simulate_clouds,
 )
-from cloud_removal.losses import CloudFocusedLoss, CloudRemovalLoss, LossConfig, cloud_focused_loss
+from cloud_removal.config import LossConfig
+from cloud_removal.losses import (
+    CloudFocusedLoss,
+    CloudRemovalLoss,
+    cloud_focused_loss,
+    confidence_bce,
+)
 from cloud_removal.model import CloudRemovalOutput
 from eo_common.samples import require_samples, sample_path
 
@@ -145,6 +151,26 @@ def test_combined_loss_terms_and_weights():
     torch.testing.assert_close(parts["confidence"], bce, atol=1e-5, rtol=1e-5)
     total.backward()
     assert out.prediction.grad is not None
+
+
+def test_confidence_bce_matches_torch_and_lets_nan_through():
+    """Equal to F.binary_cross_entropy on valid input; NaN (a diverged network) gives NaN, where
+    F.binary_cross_entropy raises 'all elements of input should be between 0 and 1'."""
+    torch.manual_seed(0)
+    conf, mask = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    ref = torch.nn.functional.binary_cross_entropy(conf, mask)
+    torch.testing.assert_close(confidence_bce(conf, mask), ref, atol=1e-6, rtol=1e-5)
+    bad = conf.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    assert torch.isnan(confidence_bce(bad, mask))
+    with pytest.raises(RuntimeError, match="between 0 and 1"):
+        torch.nn.functional.binary_cross_entropy(bad.clamp(1e-6, 1 - 1e-6), mask)  # the old code
+    out = _fake_output()
+    out.confidence.data[0, 0, 0, 0] = float("nan")
+    total, parts = CloudRemovalLoss(LossConfig())(
+        out, {"target": torch.rand(2, 13, 16, 16), "cloud_mask": torch.rand(2, 1, 16, 16)}
+    )
+    assert torch.isnan(total) and torch.isnan(parts["confidence"])
 
 
 def test_loss_skips_confidence_without_predictor_and_contrastive_for_batch_one():

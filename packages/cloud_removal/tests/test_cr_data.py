@@ -1,14 +1,14 @@
-"""Data reader tests on fake SEN12MS-CR GeoTIFFs (eo_common.testing) and bad inputs."""
+"""Dataset tests on fake SEN12MS-CR GeoTIFFs (tests/data/sen12mscr.py): values, augmentation,
+sampling, and bad inputs that must name the file and the list row."""
 
 from __future__ import annotations
-
-import shutil
 
 import numpy as np
 import pytest
 import rasterio
 import torch
 from affine import Affine
+from cloud_removal.config import CRDataConfig
 from cloud_removal.data import (
     AugmentConfig,
     CloudRemovalDataError,
@@ -103,13 +103,6 @@ def test_synthetic_clouds_replace_the_input(fake_root):
     assert float(s["optical"].mean()) > float(s["target"].mean())  # clouds brighten
 
 
-@pytest.fixture
-def copied_root(fake_root, tmp_path):
-    dst = tmp_path / "copy"
-    shutil.copytree(fake_root, dst)
-    return dst
-
-
 def test_bad_csv_names_file_and_row(copied_root):
     csv_path = copied_root / "data.csv"
     lines = csv_path.read_text().splitlines()
@@ -119,35 +112,80 @@ def test_bad_csv_names_file_and_row(copied_root):
     csv_path.write_text("\n".join(["7" + lines[0][1:]] + lines[1:]) + "\n")
     with pytest.raises(CloudRemovalDataError, match=r"row 1: split must be 1 \(train\)"):
         read_data_list(csv_path)
-    with pytest.raises(CloudRemovalFileNotFoundError, match="nope.csv: data list CSV not found"):
+    with pytest.raises(CloudRemovalFileNotFoundError, match="nope.csv: data list not found"):
         read_data_list(copied_root / "nope.csv")
 
 
-def test_missing_file_names_file_and_row(copied_root):
+def test_missing_file_is_found_when_the_dataset_is_built(copied_root):
+    """Every row is checked when the dataset is built (before any model exists)."""
     ds = SEN12MSCRDataset(copied_root, split="val", load_size=48, crop_size=32)
-    s1_path = ds.rows[1].paths(copied_root)[0]
+    row = ds.rows[1]
+    s1_path = ds.samples[1].s1
     s1_path.unlink()
     with pytest.raises(
-        CloudRemovalFileNotFoundError, match=rf"data.csv row {ds.rows[1].line}: .*{s1_path.name}"
-    ):
-        ds[1]
-    with pytest.raises(FileNotFoundError):  # also a FileNotFoundError
-        ds[1]
+        CloudRemovalFileNotFoundError, match=rf"data.csv row {row.line}: missing .*{s1_path.name}$"
+    ) as err:
+        SEN12MSCRDataset(copied_root, split="val", load_size=48, crop_size=32)
+    assert isinstance(err.value, FileNotFoundError)
+    with pytest.raises(CloudRemovalFileNotFoundError, match=rf"row {row.line}: .*{s1_path.name}"):
+        ds[1]  # a file that vanished after the check: read errors name the row too
 
 
-def test_wrong_band_count_and_shape_mismatch(copied_root):
+def test_wrong_band_count_grid_mismatch_and_all_nan_band(copied_root):
     ds = SEN12MSCRDataset(copied_root, split="test", load_size=0, crop_size=32)
-    s1_path, clear_path, cloudy_path = ds.rows[0].paths(copied_root)
-    t = Affine(10, 0, 0, 0, -10, 0)
-    write_raster(clear_path, np.zeros((12, 48, 48), np.uint16), crs="EPSG:32633", transform=t)
-    with pytest.raises(CloudRemovalDataError, match=r"row \d+: .*expected 13 band\(s\), found 12"):
+    sample = ds.samples[0]
+    line = sample.row.line
+    t = Affine(10, 0, 300000 + 2560 * 6, 0, -10, 5000000)
+    write_raster(sample.s2_clear, np.zeros((12, 48, 48), np.uint16), crs="EPSG:32650", transform=t)
+    with pytest.raises(
+        CloudRemovalDataError, match=rf"row {line}: .*expected 13 band\(s\), found 12"
+    ):
         ds[0]
-    write_raster(clear_path, np.zeros((13, 40, 40), np.uint16), crs="EPSG:32633", transform=t)
+    write_raster(sample.s2_clear, np.zeros((13, 40, 40), np.uint16), crs="EPSG:32650", transform=t)
+    with pytest.raises(CloudRemovalDataError, match=r"different grids \(size 40x40 vs 48x48"):
+        ds[0]
+    write_raster(sample.s2_clear, np.zeros((13, 48, 48), np.uint16), crs="EPSG:32633", transform=t)
     with pytest.raises(
         CloudRemovalDataError,
-        match=r"is 40x40 but the S1 file .* is 48x48 \(S1/S2 shape mismatch\)",
+        match=rf"row {line}: .*{sample.s2_clear.name} and the S1 file .*{sample.s1.name} are on "
+        r"different grids \(CRS EPSG:32633 vs EPSG:32650\)",
     ):
         ds[0]
+    write_raster(
+        sample.s2_clear,
+        np.zeros((13, 48, 48), np.uint16),
+        crs="EPSG:32650",
+        transform=t @ Affine.translation(3, 0),
+    )
+    with pytest.raises(CloudRemovalDataError, match=r"different grids \(transform"):
+        ds[0]
+    s1 = np.full((2, 48, 48), -12.0, np.float32)
+    s1[1] = np.nan
+    write_raster(sample.s1, s1, crs="EPSG:32650", transform=t)
+    with pytest.raises(
+        CloudRemovalDataError,
+        match=rf"row {line}: .*{sample.s1.name}: band 2 \(VH\) has no finite value \(all NaN/inf\)",
+    ):
+        ds[0]
+
+
+def test_missing_file_in_a_dataloader_worker_is_one_line(copied_root):
+    """A file that fails inside a DataLoader worker: the error the main process gets names the list
+    row and the file, and the command layer prints it as one line."""
+    from eo_common.errors import format_user_error
+    from torch.utils.data import DataLoader
+
+    ds = SEN12MSCRDataset(copied_root, split="train", load_size=48, crop_size=16)
+    bad = ds.samples[3].s2_cloudy
+    bad.write_bytes(b"II*\x00truncated")
+    with pytest.raises(CloudRemovalDataError) as err:
+        for _ in DataLoader(ds, batch_size=2, num_workers=2):
+            pass
+    line = format_user_error("cr-train", err.value)
+    assert "\n" not in line and "Traceback" not in line
+    assert (
+        f"row {ds.rows[3].line}:" in line and bad.name in line and "not a readable raster" in line
+    )
 
 
 def test_load_size_larger_than_tile_is_an_error(fake_root):
@@ -181,7 +219,7 @@ def test_progressive_schedule():
         256,
     ]
     assert crop_for_epoch([], 5, 64) == 64
-    with pytest.raises(ValueError, match="--progressive"):
+    with pytest.raises(ValueError, match="expected .size:epochs"):
         parse_progressive("128-30")
 
 
@@ -190,18 +228,24 @@ def test_datamodule_follows_progressive_crops_per_epoch(fake_root):
 
     from cloud_removal.data import CloudRemovalDataModule
 
-    dm = CloudRemovalDataModule(
-        fake_root,
+    cfg = CRDataConfig(
+        root=fake_root,
         load_size=48,
         crop_size=48,
         batch_size=2,
-        num_workers=0,
-        progressive=[(16, 1), (32, 1)],
+        progressive="16:1,32:1",
         hard_example_mining=True,
     )
-    sizes = []
+    dm = CloudRemovalDataModule(cfg)
+    dm.check_inputs()
+    sizes, draws = [], []
     for epoch in (0, 1, 5):
         dm.trainer = SimpleNamespace(current_epoch=epoch)
-        sizes.append(next(iter(dm.train_dataloader()))["optical"].shape[-1])
+        loader = dm.train_dataloader()
+        draws.append(list(loader.sampler))
+        sizes.append(next(iter(loader))["optical"].shape[-1])
     assert sizes == [16, 32, 32]
     assert next(iter(dm.val_dataloader()))["optical"].shape[-1] == 48
+    # the sampler's draws depend on the epoch only (so a resumed run draws as an uninterrupted one)
+    dm.trainer = SimpleNamespace(current_epoch=1)
+    assert list(dm.train_dataloader().sampler) == draws[1]

@@ -11,7 +11,6 @@ from cloud_removal.model import (
     SpectralAttentionSAR,
     build_model,
     count_parameters,
-    main,
 )
 
 SWITCHES = [
@@ -83,7 +82,9 @@ def test_default_parameter_count_near_6m(capsys):
     model = CloudRemovalCrossAttention()
     n = count_parameters(model)
     assert 5.9e6 <= n <= 6.3e6, n
-    main([])
+    from cloud_removal.cli import model_info
+
+    assert model_info([]) == 0  # python -m cloud_removal.model
     printed = capsys.readouterr().out
     assert f"{n:,} trainable parameters" in printed
     assert "SpectralAttentionSAR" in printed and "multi-scale" in printed
@@ -165,10 +166,23 @@ def test_cross_attention_matches_reference_attention():
     torch.testing.assert_close(blk(opt, sar), x.transpose(1, 2).reshape(1, 8, 2, 3))
 
 
-def test_config_validation_names_the_field():
-    with pytest.raises(ValueError, match="num_cross_attn_blocks must be 1-3"):
-        ModelConfig(num_cross_attn_blocks=4)
-    with pytest.raises(ValueError, match="encoder_blocks needs 3 entries"):
-        ModelConfig(encoder_blocks=(1, 1))
+def test_config_validation_names_the_field(capsys):
+    from cloud_removal.cli import model_info
+    from eo_common.config import config_problems
+
+    bad = ModelConfig(num_cross_attn_blocks=4, encoder_blocks=(1, 1))
+    assert config_problems(bad, "model.") == [
+        "model.num_cross_attn_blocks: must be <= 3, got 4",
+        "model.encoder_blocks: needs 3 entries (one per level), got [1, 1]",
+    ]
+    with pytest.raises(ValueError, match="encoder_blocks: needs 3 entries"):
+        CloudRemovalCrossAttention(ModelConfig(encoder_blocks=(1, 1)))
     with pytest.raises(ValueError, match="unknown --model_name"):
         build_model("Nope")
+    # the command names every bad field at once, exit 2
+    assert (
+        model_info(["--num_cross_attn_blocks", "4", "--base_width", "6", "--num_heads", "5"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "model.num_cross_attn_blocks: must be <= 3, got 4" in err
+    assert "model.num_heads: the bottleneck width 24" in err

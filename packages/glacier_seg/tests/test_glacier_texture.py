@@ -126,3 +126,53 @@ def test_glcm_features_rejects_bad_grey_levels():
         glcm_features(np.full((5, 5), 9, dtype=np.uint8), window=3, levels=8)
     with pytest.raises(ValueError, match="integer"):
         glcm_features(np.zeros((5, 5)), window=3, levels=8)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_blocks_equal_skimage_across_a_block_boundary(symmetric):
+    """Row blocks of 4: windows that straddle a block boundary still equal scikit-image."""
+    rng = np.random.default_rng(5)
+    q = rng.integers(0, 8, size=(14, 12)).astype(np.uint8)
+    kw = dict(window=5, levels=8, distances=(1, 2), angles=ANGLES, symmetric=symmetric)
+    blocked = glcm_features(q, block_rows=4, **kw)
+    whole = glcm_features(q, block_rows=14, **kw)
+    np.testing.assert_allclose(blocked, whole, atol=1e-12, rtol=0)
+    padded = np.pad(q, 2, mode="reflect")
+    for r, c in [(3, 5), (4, 5), (7, 0), (8, 11), (12, 6), (13, 11)]:  # rows 3|4, 7|8, 11|12 split
+        glcm = graycomatrix(
+            padded[r : r + 5, c : c + 5], (1, 2), ANGLES, levels=8, symmetric=symmetric, normed=True
+        )
+        for p, prop in enumerate(GLCM_PROPERTIES):
+            np.testing.assert_allclose(
+                blocked[p, :, :, r, c], graycoprops(glcm, prop), atol=1e-10, rtol=0, err_msg=prop
+            )
+
+
+def test_texture_channels_average_blocks_like_the_full_features():
+    rng = np.random.default_rng(2)
+    band = rng.normal(size=(40, 33)).astype(np.float32)
+    cfg = GLCMConfig(window=5, levels=16, properties=GLCM_PROPERTIES)
+    q = quantize(band, cfg.levels, *cfg.clip_percentiles)
+    full = glcm_features(
+        q, window=5, levels=16, angles=np.deg2rad(cfg.angles_deg), properties=GLCM_PROPERTIES
+    )
+    np.testing.assert_allclose(
+        texture_channels(band, cfg), full.mean(axis=(1, 2)).astype(np.float32), rtol=1e-6
+    )
+
+
+def test_256_levels_on_a_large_block_stay_exact():
+    """Prefix sums of x*x + y*y (about 1e5 per pixel over 226^2 pixels) pass 2**32 in this block."""
+    rng = np.random.default_rng(7)
+    q = rng.integers(200, 256, size=(220, 220)).astype(np.uint8)
+    q[:, :20] = rng.integers(0, 256, size=(220, 20))
+    q[100:110, 100:110] = 255  # top codes (255 * 256 + 255 = 65535: the ASM codes need 32 bits)
+    props = ("correlation", "ASM", "contrast")
+    feats = glcm_features(q, window=7, levels=256, angles=np.deg2rad([0, 45]), properties=props)
+    for r, c in [(3, 3), (104, 104), (216, 216), (150, 40)]:
+        glcm = graycomatrix(
+            q[r - 3 : r + 4, c - 3 : c + 4], [1], np.deg2rad([0, 45]), levels=256,
+            symmetric=True, normed=True,
+        )  # fmt: skip
+        for p, prop in enumerate(props):
+            np.testing.assert_allclose(feats[p, 0, :, r, c], graycoprops(glcm, prop)[0], atol=1e-10)

@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from eo_common.raster import write_raster
+from eo_common.raster import tile_offsets, write_raster
 from risk_mapping.config import CRFConfig
-from risk_mapping.crf import core_tiles, crf_array_tiled, crf_raster, dense_crf, image_stretch
+from risk_mapping.crf import (
+    balanced_offsets,
+    core_tiles,
+    crf_array_tiled,
+    crf_raster,
+    dense_crf,
+    image_stretch,
+)
 
 
 def _toy(size: int = 96, seed: int = 0):
@@ -32,6 +39,32 @@ def test_core_tiles_partition_the_raster():
             assert r.row_off <= c.row_off and c.row_off + c.height <= r.row_off + r.height
             assert r.col_off <= c.col_off and c.col_off + c.width <= r.col_off + r.width
         assert (count == 1).all()
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"),
+    [(2048, 1024, 128), (4096, 1024, 128), (300, 128, 48), (1000, 256, 64), (97, 40, 10)],
+)
+def test_balanced_tiles_fit_the_overlap_and_compute_fewer_pixels(length, tile, overlap):
+    offsets, side = balanced_offsets(length, tile, overlap)
+    assert len(offsets) == len(tile_offsets(length, tile, overlap))  # as many tiles as before
+    assert side <= tile and offsets[0] == 0 and offsets[-1] + side == length
+    gaps = np.diff(offsets)
+    assert (side - gaps >= overlap).all()  # every neighbour pair still overlaps by >= overlap
+    # computed pixels along the axis: never more than the fixed-size layout, usually far fewer
+    assert len(offsets) * side <= len(offsets) * min(tile, length)
+    if (length, tile, overlap) == (2048, 1024, 128):
+        assert len(offsets) * side / length == pytest.approx(1.125)  # was 3 x 1024 / 2048 = 1.5
+
+
+def test_tiled_crf_labels_equal_the_whole_image_call():
+    """Balanced tiles (300 px, tile 128, overlap 48: 4 tiles of 111 px) vs one dense_crf call."""
+    truth, image, probs = _toy(size=300, seed=3)
+    cfg = CRFConfig(iterations=5, bilateral_sxy=8.0, tile_size=128, overlap=48)
+    assert balanced_offsets(300, 128, 48) == ([0, 63, 126, 189], 111)
+    whole = dense_crf(probs, image, cfg).argmax(0)
+    tiled = crf_array_tiled(probs, image, cfg).argmax(0)
+    assert (whole == tiled).mean() >= 0.9999
 
 
 def test_crf_improves_noisy_segmentation():

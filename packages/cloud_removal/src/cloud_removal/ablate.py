@@ -1,13 +1,18 @@
-"""``cr-ablate``: measure what each enhancement is worth, with the same seed(s) and budget for all.
+"""``cr-ablate``: what each enhancement is worth, every variant with the same seeds and budget.
 
-Runs a list of configurations through :func:`cloud_removal.train.train` (every ``cr-train`` flag is
-accepted and forms the shared base) and writes a markdown table of the best validation PSNR and the
-SSIM of that epoch, with each configuration's delta against ``full``. With ``--seeds N`` every
-configuration runs with seeds ``seed .. seed+N-1`` and the table shows mean +- sample standard
-deviation; deltas are means of per-seed differences (paired by seed). Finished runs are recorded in a
-manifest and skipped on a rerun (resumable); the table is rewritten atomically after every run.
+The base configuration is everything ``cr-train`` accepts; each variant of ``--configs`` (see
+:data:`cloud_removal.config.ABLATIONS`) changes a few ``model.*`` / ``loss.*`` fields of it, and runs
+once per seed (``run.seed``, ``run.seed + 1``, ...). The core is :func:`run_configs`, a small function
+over complete run configurations:
 
-Default configurations: ``full`` and each enhancement removed in turn (see :data:`ABLATIONS`).
+* every run is identified by :func:`eo_common.runs.config_hash` of its *full resolved* configuration
+  (data, model, loss, optimisation, epochs, time budget, seed) and trains in
+  ``<ablation>/runs/<variant>_s<seed>_<hash>``; a run whose ``summary.json`` says ``finished`` with that
+  hash is reused, one that was killed is resumed, so a rerun with ``--resume`` only trains what is
+  missing and never mixes results of another budget;
+* the table (``ablation.md``, rewritten atomically after every run) shows the best validation PSNR and
+  the SSIM of that epoch, mean ± sample standard deviation over seeds, and each variant's paired
+  difference to ``full`` (per-seed differences, then mean ± sd).
 
 Example::
 
@@ -17,86 +22,88 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import copy
-import csv
-import json
 import statistics
-import sys
-from dataclasses import replace
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from eo_common.io import Manifest, atomic_save_json, atomic_write
+from eo_common.config import config_from_dict, config_to_dict
+from eo_common.io import atomic_save_json, atomic_write
+from eo_common.runs import RunFolder, config_hash, read_summary
 
-from .data import CloudRemovalDataError
-from .model import CloudRemovalCrossAttention, count_parameters
-from .train import CRTrainConfig, build_parser, config_from_args, train
+from .config import ABLATIONS, CRAblateConfig, CRTrainConfig
 
-__all__ = [
-    "ABLATIONS",
-    "DEFAULT_CONFIGS",
-    "run_ablation",
-    "apply_overrides",
-    "format_table",
-    "main",
-]
+__all__ = ["variant_config", "run_configs", "format_table", "ablate"]
 
-ABLATIONS: dict[str, dict[str, Any]] = {
-    "full": {},
-    "no_spectral_attention": {"use_spectral_attention": False},
-    "no_cross_attn": {"use_cross_attn": False},
-    "no_sar_gating": {"use_sar_gating": False},
-    "no_confidence": {"use_confidence": False},
-    "no_multi_scale": {"multi_scale": False},
-    "no_groupnorm": {"norm": "none"},
-    "fixed_scale_weights": {"multi_scale_weights": "fixed"},
-    "cross_attn_1_block": {"num_cross_attn_blocks": 1},
-    "cross_attn_3_blocks": {"num_cross_attn_blocks": 3},
-    "no_global_residual": {"use_global_residual": False},
-    "no_confidence_loss": {"use_confidence_loss": False},
-    "cloud_focused_loss": {"use_cloud_focused_loss": True},
-}
-"""Named configurations: overrides of :class:`ModelConfig` / :class:`LossConfig` fields."""
-
-DEFAULT_CONFIGS = (
-    "full", "no_spectral_attention", "no_cross_attn", "no_sar_gating", "no_confidence",
-    "no_multi_scale", "no_groupnorm",
-)  # fmt: skip
+Result = dict[str, Any]
 
 
-def apply_overrides(base: CRTrainConfig, overrides: dict[str, Any]) -> CRTrainConfig:
-    """A copy of ``base`` with model/loss fields replaced (unknown keys raise ValueError)."""
-    cfg = copy.deepcopy(base)
-    model_keys = set(vars(cfg.model))
-    loss_keys = set(vars(cfg.loss))
-    m = {k: v for k, v in overrides.items() if k in model_keys}
-    lo = {k: v for k, v in overrides.items() if k in loss_keys}
-    unknown = set(overrides) - set(m) - set(lo)
-    if unknown:
-        raise ValueError(f"ablation overrides name unknown fields {sorted(unknown)}")
-    cfg.model = replace(cfg.model, **m)
-    cfg.loss = replace(cfg.loss, **lo)
+def variant_config(
+    base: CRTrainConfig, name: str, seed: int, runs_dir: Path | None = None
+) -> CRTrainConfig:
+    """The cr-train configuration of variant ``name`` with ``seed``; with ``runs_dir``, its run folder
+    ``runs_dir/<name>_s<seed>_<hash>`` (resumed if it exists)."""
+    values = config_to_dict(base)
+    values.pop("ablate", None)
+    cfg: CRTrainConfig = config_from_dict(CRTrainConfig, copy.deepcopy(values))
+    for key, value in ABLATIONS[name].items():
+        group, field_name = key.split(".")
+        if not hasattr(getattr(cfg, group), field_name):
+            raise ValueError(f"ablation {name!r} names an unknown field {key}")
+        setattr(getattr(cfg, group), field_name, value)
+    cfg.run.seed = seed
+    if runs_dir is not None:
+        cfg.run.output_dir = Path(runs_dir)
+        cfg.run.name = f"{name}_s{seed}_{config_hash(cfg)[:10]}"
+        cfg.run.resume, cfg.run.overwrite = True, False
     return cfg
 
 
-def _best_epoch_metrics(run_dir: Path) -> dict[str, float]:
-    """val/psnr and val/ssim of the epoch with the best val/psnr in ``metrics.csv``."""
-    path = run_dir / "metrics.csv"
-    best: dict[str, float] = {}
-    if not path.is_file():
-        return best
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            v = row.get("val/psnr")
-            if v and (not best or float(v) > best["psnr"]):
-                best = {
-                    "psnr": float(v),
-                    "ssim": float(row.get("val/ssim") or "nan"),
-                    "identity_psnr": float(row.get("val/identity_psnr") or "nan"),
-                    "epoch": float(row.get("epoch") or "nan"),
-                }
-    return best
+def _result(summary: dict[str, Any]) -> Result:
+    metrics = summary.get("metrics") or {}
+    extra = summary.get("extra") or {}
+    return {
+        "psnr": metrics.get("val/psnr", float("nan")),
+        "ssim": metrics.get("val/ssim", float("nan")),
+        "psnr_gain": metrics.get("val/psnr_gain", float("nan")),
+        "parameters": extra.get("parameters", 0),
+        "best_epoch": summary.get("best_epoch"),
+        "epochs": summary.get("epochs_run"),
+        "seconds": summary.get("seconds"),
+        "config_hash": summary.get("config_hash"),
+        "run_dir": str(Path(summary.get("paths", {}).get("config", ".")).parent),
+    }
+
+
+def run_configs(
+    runs: Sequence[tuple[str, int, CRTrainConfig]],
+    *,
+    train_fn: Callable[[CRTrainConfig], dict[str, Any]] | None = None,
+    after_each: Callable[[dict[str, dict[int, Result]]], None] | None = None,
+) -> dict[str, dict[int, Result]]:
+    """Train (or reuse) each ``(label, seed, config)``; return ``{label: {seed: result}}``.
+
+    A run is reused when the ``summary.json`` in its folder is ``finished`` with the configuration's
+    :func:`~eo_common.runs.config_hash`; otherwise ``train_fn`` (default :func:`cloud_removal.train.train`)
+    runs it (resuming a killed run in that folder).
+    """
+    if train_fn is None:
+        from .train import train as train_fn
+    results: dict[str, dict[int, Result]] = {}
+    for label, seed, cfg in runs:
+        summary = read_summary(cfg.run.run_dir)
+        done = (
+            summary is not None
+            and summary.get("status") == "finished"
+            and summary.get("config_hash") == config_hash(cfg)
+        )
+        if not done:
+            summary = train_fn(cfg)
+        results.setdefault(label, {})[seed] = _result(summary)
+        if after_each is not None:
+            after_each(results)
+    return results
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -105,8 +112,8 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def format_table(results: dict[str, dict[int, dict[str, float]]], configs: list[str]) -> str:
-    """Markdown table: config, parameters, val PSNR, delta PSNR, val SSIM, delta SSIM, seeds."""
+def format_table(results: dict[str, dict[int, Result]], configs: Sequence[str]) -> str:
+    """Markdown table: variant, parameters, val PSNR, Δ PSNR vs full, val SSIM, Δ SSIM, seeds."""
     lines = [
         "| configuration | parameters | val PSNR (dB) | Δ PSNR vs full | val SSIM | Δ SSIM vs full | seeds |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -132,108 +139,61 @@ def format_table(results: dict[str, dict[int, dict[str, float]]], configs: list[
     return "\n".join(lines) + "\n"
 
 
-def run_ablation(
-    base: CRTrainConfig,
-    configs: list[str],
-    seeds: list[int],
-    out_dir: Path,
-    *,
-    enable_progress_bar: bool = False,
-) -> dict[str, Any]:
-    """Train every (configuration, seed) not yet done; write ``ablation.md`` and ``ablation.json``."""
-    unknown = [c for c in configs if c not in ABLATIONS]
-    if unknown:
-        raise ValueError(
-            f"unknown ablation configuration(s) {unknown}; available: {sorted(ABLATIONS)}"
-        )
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(out_dir / "manifest.jsonl")
-    results: dict[str, dict[int, dict[str, float]]] = {}
-    for rec in manifest.records():
-        results.setdefault(rec["config"], {})[int(rec["seed"])] = rec
-    for name in configs:
-        for seed in seeds:
-            run_id = f"{name}_s{seed}"
-            if run_id in manifest:
-                continue
-            cfg = apply_overrides(base, ABLATIONS[name])
-            cfg.train = replace(
-                cfg.train,
-                seed=seed,
-                experiment_name=f"ablation_{run_id}",
-                output_dir=out_dir / "runs",
-                resume=None,
-            )
-            summary = train(cfg, enable_progress_bar=enable_progress_bar)
-            best = _best_epoch_metrics(Path(summary["run_dir"]))
-            rec = {
-                "config": name,
-                "seed": seed,
-                "parameters": count_parameters(CloudRemovalCrossAttention(cfg.model)),
-                **best,
-                "train_seconds": summary["train_seconds"],
-                "epochs": summary["epochs_run"],
-            }
-            manifest.mark_done(run_id, **rec)
-            results.setdefault(name, {})[seed] = rec
-            _write(results, configs, seeds, base, out_dir)
-    return _write(results, configs, seeds, base, out_dir)
-
-
-def _write(results, configs, seeds, base: CRTrainConfig, out_dir: Path) -> dict[str, Any]:
-    table = format_table(results, configs)
+def _write_table(
+    out_dir: Path, cfg: CRAblateConfig, seeds: list[int], results: dict[str, dict[int, Result]]
+) -> str:
+    table = format_table(results, cfg.ablate.configs)
+    budget = (
+        f"epochs={cfg.optim.epochs}, time_budget_s={cfg.run.time_budget_s or 'none'}, "
+        f"batch {cfg.data.batch_size}, crop {cfg.data.crop_size}, lr {cfg.optim.lr}, "
+        f"seeds {seeds}, data {cfg.data.root or 'the sample dataset'}"
+    )
     header = (
         "# cr-ablate\n\n"
-        f"Same budget for every configuration: max_epochs={base.train.max_epochs}, "
-        f"time_budget_s={base.time_budget_s or 'none'}, batch {base.train.batch_size}, crop {base.crop_size}, "
-        f"lr {base.train.lr}, seeds {seeds}, data {base.input_data_folder}. "
-        "PSNR/SSIM: best validation epoch by PSNR (GLF-CR normalisation unless stated, data_range 1).\n\n"
+        f"Every row ran with the same base configuration and budget ({budget}); only the fields "
+        "named by its variant differ (runs are keyed by the hash of their full configuration). "
+        "PSNR/SSIM: best validation epoch by PSNR "
+        f"({cfg.data.normalization} normalisation, data_range 1 for glf-cr).\n\n"
     )
     with atomic_write(out_dir / "ablation.md", "w") as f:
         f.write(header + table)
-    payload = {"configs": configs, "seeds": seeds, "results": results, "table_md": table}
-    atomic_save_json(payload, out_dir / "ablation.json")
-    return payload
-
-
-def build_ablate_parser() -> argparse.ArgumentParser:
-    p = build_parser()
-    p.prog = "cr-ablate"
-    p.description = __doc__.split("\n\n")[0]
-    g = p.add_argument_group("ablation")
-    g.add_argument(
-        "--configs",
-        default=",".join(DEFAULT_CONFIGS),
-        help=f"comma-separated names from: {', '.join(ABLATIONS)}",
+    atomic_save_json(
+        {
+            "configs": list(cfg.ablate.configs),
+            "seeds": seeds,
+            "results": results,
+            "table_md": table,
+        },
+        out_dir / "ablation.json",
     )
-    g.add_argument(
-        "--seeds", type=int, default=1, help="seeds per configuration (mean ± sd when > 1)"
+    return table
+
+
+def ablate(cfg: CRAblateConfig) -> dict[str, Any]:
+    """``cr-ablate``: run every variant x seed (see the module docstring); return ``summary.json``."""
+    from .data import CloudRemovalDataModule
+    from .train import resolved_data
+
+    folder = RunFolder.plan(cfg, "cr-ablate")
+    seeds = [cfg.run.seed + k for k in range(cfg.ablate.seeds)]
+    out_dir = folder.path
+    runs = [
+        (name, seed, variant_config(cfg, name, seed, out_dir / "runs"))
+        for name in cfg.ablate.configs
+        for seed in seeds
+    ]
+    data = resolved_data(runs[0][2].data, cfg.run.progress)
+    CloudRemovalDataModule(data, seed=cfg.run.seed).check_inputs()  # before the folder is touched
+    out_dir = folder.open()
+    results = run_configs(runs, after_each=lambda r: _write_table(out_dir, cfg, seeds, r))
+    table = _write_table(out_dir, cfg, seeds, results)
+    print(table)
+    metrics = {
+        f"{name}/val_psnr": statistics.mean(r["psnr"] for r in by_seed.values())
+        for name, by_seed in results.items()
+    }
+    return folder.finish(
+        metrics=metrics,
+        paths={"table": out_dir / "ablation.md", "results": out_dir / "ablation.json"},
+        extra={"seeds": seeds, "configs": list(cfg.ablate.configs)},
     )
-    g.add_argument(
-        "--ablation_dir",
-        type=Path,
-        default=Path("runs/cr_ablation"),
-        help="output folder (runs/, manifest.jsonl, ablation.md, ablation.json)",
-    )
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    ns = build_ablate_parser().parse_args(argv)
-    try:
-        base = config_from_args(ns, argv)
-        configs = [c.strip() for c in ns.configs.split(",") if c.strip()]
-        seeds = [base.train.seed + k for k in range(max(1, ns.seeds))]
-        payload = run_ablation(base, configs, seeds, ns.ablation_dir)
-    except (ValueError, FileNotFoundError, CloudRemovalDataError) as exc:
-        print(f"cr-ablate: error: {exc}", file=sys.stderr)
-        return 2
-    print(payload["table_md"])
-    print(json.dumps({"ablation_md": str(Path(ns.ablation_dir) / "ablation.md")}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

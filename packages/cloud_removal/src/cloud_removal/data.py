@@ -1,19 +1,15 @@
-"""SEN12MS-CR reader on the GLF-CR data list, augmentations, cloud masks and the Lightning data module.
+"""SEN12MS-CR samples: the dataset, augmentations, cloud masks, hard-example sampling, data module.
 
-The data list (``data.csv``, no header) has one row per sample::
-
-    split, s1_folder, s2_cloudfree_folder, s2_cloudy_folder, s1_filename
-
-with split 1 = train, 2 = val, 3 = test. Files (relative to ``--input_data_folder``)::
-
-    <s1_folder>/<s1_filename>                                         2 bands VV, VH (float32 dB)
-    <s2_cloudfree_folder>/<s1_filename with "_s1_" -> "_s2_">         13 bands (uint16 DN)
-    <s2_cloudy_folder>/<s1_filename with "_s1_" -> "_s2_cloudy_">     13 bands (uint16 DN)
+Which files form a sample comes from a data list (:mod:`cloud_removal.datalist`: the official-tree,
+GLF-CR and DSen2-CR styles, comma or tab separated); every row is checked when a dataset is built.
+File contents (relative to ``--input_data_folder``): S1 2 bands VV, VH (float32 dB); S2 clear and
+cloudy 13 bands B01..B12 with B8A and B10 (uint16 DN); the three on one grid (CRS, transform, size).
 
 Per sample (``SEN12MSCRDataset[i]``), in this order:
 
-1. read the three GeoTIFFs (errors name the file and the CSV row), fill NaN/inf with the band mean
-   (as GLF-CR does), S2 to reflectance (DN / 10000);
+1. read the three GeoTIFFs (errors name the file and the list row: missing or unreadable file, wrong
+   band count, S1 and S2 on different grids, a band without any finite value), fill NaN/inf with the
+   band mean (as GLF-CR does), S2 to reflectance (DN / 10000);
 2. centre-crop to ``load_size``; then a random ``crop_size`` crop for training, a centre crop of
    ``eval_crop_size`` (default ``crop_size``) for evaluation;
 3. synthetic cloud augmentation (training only, probability ``synthetic_cloud_prob``): the cloudy
@@ -29,12 +25,13 @@ Per sample (``SEN12MSCRDataset[i]``), in this order:
    cloudy input only.
 
 Each item is a dict: ``optical`` (13, h, w) cloudy input, ``sar`` (2, h, w), ``target`` (13, h, w)
-clear image, ``cloud_mask`` (1, h, w), ``index`` (int, row in the split) and ``name`` (s1 filename).
+clear image, ``cloud_mask`` (1, h, w), ``index`` (int, position in the split) and ``name`` (the file
+name column of the list).
 """
 
 from __future__ import annotations
 
-import csv
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,10 +42,27 @@ import lightning as L
 import numpy as np
 import torch
 from eo_common.normalize import fill_nan, normalize_s1, normalize_s2
-from eo_common.raster import RasterError, read_raster
+from eo_common.raster import Raster, RasterError, read_raster
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .clouds import CloudParams, S2CloudlessDetector, difference_cloud_mask, simulate_clouds
+from .clouds import (
+    S2_BANDS,
+    CloudParams,
+    S2CloudlessDetector,
+    difference_cloud_mask,
+    simulate_clouds,
+)
+from .config import CRDataConfig, parse_progressive
+from .datalist import (
+    CloudRemovalDataError,
+    CloudRemovalFileNotFoundError,
+    DataListRow,
+    Sample,
+    read_data_list,
+    resolve_rows,
+    rows_of_split,
+    split_code,
+)
 
 __all__ = [
     "CloudRemovalDataError",
@@ -61,93 +75,24 @@ __all__ = [
     "HardExampleSampler",
     "CloudRemovalDataModule",
     "parse_progressive",
+    "crop_for_epoch",
 ]
 
-SPLITS = {"train": 1, "val": 2, "validation": 2, "test": 3}
 
-
-class CloudRemovalDataError(ValueError):
-    """Bad data list or sample file; the message names the file and the CSV row."""
-
-
-class CloudRemovalFileNotFoundError(CloudRemovalDataError, FileNotFoundError):
-    """A file named by the data list does not exist."""
-
-
-def split_code(split: str | int) -> int:
-    """``"train"``/1, ``"val"``/``"validation"``/2, ``"test"``/3 -> 1, 2, 3."""
-    if isinstance(split, int | np.integer) and int(split) in (1, 2, 3):
-        return int(split)
-    key = str(split).strip().lower()
-    if key in SPLITS:
-        return SPLITS[key]
-    if key in ("1", "2", "3"):
-        return int(key)
-    raise ValueError(f"unknown split {split!r}; use train/val/test or 1/2/3")
-
-
-@dataclass(frozen=True)
-class DataListRow:
-    """One row of the GLF-CR data list; ``line`` is the 1-based line number in the CSV."""
-
-    line: int
-    split: int
-    s1_folder: str
-    s2_cloudfree_folder: str
-    s2_cloudy_folder: str
-    s1_filename: str
-
-    def paths(self, root: Path) -> tuple[Path, Path, Path]:
-        """(s1, s2 clear, s2 cloudy) file paths under ``root``."""
-        if "_s1_" not in self.s1_filename:
-            raise CloudRemovalDataError(
-                f"row {self.line}: filename {self.s1_filename!r} has no '_s1_' part to derive the "
-                "S2 file names from"
-            )
-        return (
-            root / self.s1_folder / self.s1_filename,
-            root / self.s2_cloudfree_folder / self.s1_filename.replace("_s1_", "_s2_"),
-            root / self.s2_cloudy_folder / self.s1_filename.replace("_s1_", "_s2_cloudy_"),
-        )
-
-
-def read_data_list(path: str | os.PathLike, split: str | int | None = None) -> list[DataListRow]:
-    """Parse a GLF-CR data list CSV (no header); optionally keep one split.
-
-    Raises:
-        CloudRemovalFileNotFoundError: the CSV does not exist.
-        CloudRemovalDataError: a row without 5 columns or with a split other than 1/2/3
-            (the message names the file and the line).
-
-    Example:
-        >>> rows = read_data_list("data.csv", split="train")  # doctest: +SKIP
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CloudRemovalFileNotFoundError(f"{path}: data list CSV not found")
-    want = split_code(split) if split is not None else None
-    rows: list[DataListRow] = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for line, rec in enumerate(csv.reader(f), start=1):
-            if not rec or all(not c.strip() for c in rec):
-                continue
-            if len(rec) != 5:
-                raise CloudRemovalDataError(
-                    f"{path} row {line}: expected 5 columns (split, s1_folder, s2_cloudfree_folder, "
-                    f"s2_cloudy_folder, filename), got {len(rec)}: {rec}"
-                )
-            try:
-                code = int(rec[0].strip())
-            except ValueError:
-                code = -1
-            if code not in (1, 2, 3):
-                raise CloudRemovalDataError(
-                    f"{path} row {line}: split must be 1 (train), 2 (val) or 3 (test), got {rec[0]!r}"
-                )
-            row = DataListRow(line, code, *(c.strip() for c in rec[1:]))
-            if want is None or code == want:
-                rows.append(row)
-    return rows
+def _grid_difference(a: Raster, b: Raster) -> str:
+    """What differs between the grids of two rasters ("" when none): CRS, size, transform."""
+    out = []
+    if (a.crs is None) != (b.crs is None) or (a.crs is not None and a.crs != b.crs):
+        out.append(f"CRS {b.crs} vs {a.crs}")
+    if a.array.shape[-2:] != b.array.shape[-2:]:
+        out.append(f"size {b.height}x{b.width} vs {a.height}x{a.width} (rows x cols)")
+    scale = max(abs(a.transform.a), abs(a.transform.e), 1e-12)
+    if any(
+        not math.isclose(x, y, rel_tol=0, abs_tol=1e-6 * scale)
+        for x, y in zip(a.transform[:6], b.transform[:6])
+    ):
+        out.append(f"transform {tuple(b.transform)[:6]} vs {tuple(a.transform)[:6]}")
+    return "; ".join(out)
 
 
 @dataclass
@@ -174,22 +119,28 @@ class AugmentConfig:
 
 
 class SEN12MSCRDataset(Dataset):
-    """SEN12MS-CR samples listed in a GLF-CR data list.
+    """SEN12MS-CR samples of one split of a data list.
+
+    Building the dataset reads the list and checks that the three files of every row of the split
+    exist (:func:`cloud_removal.datalist.resolve_rows`), so a bad list fails here, naming the list,
+    the row and the file, before any model is built.
 
     Args:
         root: ``--input_data_folder``.
-        data_list: the CSV (default ``<root>/data.csv``).
+        data_list: the list (default ``<root>/data.csv``).
         split: ``train``/``val``/``test`` or 1/2/3.
         load_size: tiles are centre-cropped to this size first (0: keep the file size); a tile smaller
             than ``load_size`` is an error.
         crop_size: training crop (random when ``train``), also the evaluation centre crop unless
             ``eval_crop_size`` is set. 0: no crop.
-        train: random crop + augmentation (``augment``) vs centre crop.
+        train: random crop + augmentation (``augment``) vs centre crop (default: split is train).
         eval_crop_size: centre crop for evaluation (0: ``crop_size``).
         convention: normalisation convention of :mod:`eo_common.normalize`.
         augment: training augmentations (None: none).
         cloud_mask: ``"difference"`` or ``"s2cloudless"``.
         detector: an :class:`S2CloudlessDetector` (built on first use when None).
+        val_fraction: for a list without validation rows, the share of training scenes held out as
+            the validation split (see :func:`cloud_removal.datalist.rows_of_split`).
 
     Example:
         >>> ds = SEN12MSCRDataset("data/", split="val", load_size=256, crop_size=128)  # doctest: +SKIP
@@ -211,13 +162,17 @@ class SEN12MSCRDataset(Dataset):
         augment: AugmentConfig | None = None,
         cloud_mask: Literal["difference", "s2cloudless"] = "difference",
         detector: S2CloudlessDetector | None = None,
+        val_fraction: float = 0.1,
     ):
         self.root = Path(root)
         if not self.root.is_dir():
             raise CloudRemovalFileNotFoundError(f"{self.root}: --input_data_folder does not exist")
         self.data_list = Path(data_list) if data_list else self.root / "data.csv"
         self.split = split_code(split)
-        self.rows = read_data_list(self.data_list, self.split)
+        rows = rows_of_split(
+            read_data_list(self.data_list), self.split, val_fraction, self.data_list
+        )
+        self.samples: list[Sample] = resolve_rows(rows, self.root)
         self.load_size = int(load_size or 0)
         self.crop_size = int(crop_size or 0)
         self.eval_crop_size = int(eval_crop_size or 0)
@@ -234,44 +189,61 @@ class SEN12MSCRDataset(Dataset):
         self._prob_cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.samples)
+
+    @property
+    def rows(self) -> list[DataListRow]:
+        """The list rows of the split, in order."""
+        return [s.row for s in self.samples]
 
     def names(self) -> list[str]:
-        return [r.s1_filename for r in self.rows]
+        return [s.name for s in self.samples]
 
-    def _where(self, row: DataListRow) -> str:
-        return f"{self.data_list} row {row.line}"
-
-    def _read(self, path: Path, bands: int, row: DataListRow) -> np.ndarray:
+    def _read(self, path: Path, bands: int, sample: Sample) -> Raster:
+        where = sample.row.where
         try:
             r = read_raster(path, expected_bands=bands, dtype=np.float32)
         except FileNotFoundError as exc:
-            raise CloudRemovalFileNotFoundError(f"{self._where(row)}: {exc}") from exc
+            raise CloudRemovalFileNotFoundError(f"{where}: {exc}") from None
         except (RasterError, OSError) as exc:
-            raise CloudRemovalDataError(f"{self._where(row)}: {exc}") from exc
-        return r.array
+            raise CloudRemovalDataError(f"{where}: {exc}") from None
+        finite = np.isfinite(r.array).reshape(bands, -1).any(axis=1)
+        if not finite.all():
+            b = int(np.flatnonzero(~finite)[0])
+            name = ("VV", "VH")[b] if bands == 2 else S2_BANDS[b] if bands == 13 else str(b + 1)
+            raise CloudRemovalDataError(
+                f"{where}: {path}: band {b + 1} ({name}) has no finite value (all NaN/inf)"
+            )
+        return r
 
     def read_row(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(sar dB (2,H,W), clear reflectance (13,H,W), cloudy reflectance (13,H,W)), load_size cropped."""
-        row = self.rows[i]
-        p1, p2, p3 = row.paths(self.root)
-        s1 = self._read(p1, 2, row)
-        clear = self._read(p2, 13, row)
-        cloudy = self._read(p3, 13, row)
-        for p, a in ((p2, clear), (p3, cloudy)):
-            if a.shape[-2:] != s1.shape[-2:]:
+        """(sar dB (2,H,W), clear reflectance (13,H,W), cloudy reflectance (13,H,W)), load_size cropped.
+
+        Raises:
+            CloudRemovalDataError: naming the list row and the file: unreadable, wrong band count,
+                a band without a finite value, S2 on another grid (CRS, transform, size) than S1,
+                or smaller than ``load_size``.
+        """
+        sample = self.samples[i]
+        where = sample.row.where
+        r1 = self._read(sample.s1, 2, sample)
+        rasters = [(sample.s2_clear, self._read(sample.s2_clear, 13, sample))]
+        rasters.append((sample.s2_cloudy, self._read(sample.s2_cloudy, 13, sample)))
+        for path, r in rasters:
+            what = _grid_difference(r1, r)
+            if what:
                 raise CloudRemovalDataError(
-                    f"{self._where(row)}: {p} is {a.shape[-2]}x{a.shape[-1]} but the S1 file {p1} is "
-                    f"{s1.shape[-2]}x{s1.shape[-1]} (S1/S2 shape mismatch)"
+                    f"{where}: {path} and the S1 file {sample.s1} are on different grids ({what}); "
+                    "S1 and S2 of a sample must share CRS, transform and size"
                 )
-        s1 = fill_nan(s1)
-        clear = fill_nan(clear) / 10000.0
-        cloudy = fill_nan(cloudy) / 10000.0
+        s1 = fill_nan(r1.array)
+        clear = fill_nan(rasters[0][1].array) / 10000.0
+        cloudy = fill_nan(rasters[1][1].array) / 10000.0
         h, w = s1.shape[-2:]
         if self.load_size:
             if h < self.load_size or w < self.load_size:
                 raise CloudRemovalDataError(
-                    f"{self._where(row)}: {p1} is {h}x{w}, smaller than --load_size {self.load_size}"
+                    f"{where}: {sample.s1} is {h}x{w}, smaller than --load_size {self.load_size}"
                 )
             y0, x0 = (h - self.load_size) // 2, (w - self.load_size) // 2
             sl = (slice(None), slice(y0, y0 + self.load_size), slice(x0, x0 + self.load_size))
@@ -298,8 +270,8 @@ class SEN12MSCRDataset(Dataset):
         return self._detector.probability(cloudy)
 
     def __getitem__(self, i: int) -> dict:
-        if not 0 <= i < len(self.rows):
-            raise IndexError(f"index {i} out of range for {len(self.rows)} samples")
+        if not 0 <= i < len(self.samples):
+            raise IndexError(f"index {i} out of range for {len(self.samples)} samples")
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
         s1, clear, cloudy = self.read_row(i)
         y0, x0, size = self._crop_box(*s1.shape[-2:], rng)
@@ -356,7 +328,7 @@ class SEN12MSCRDataset(Dataset):
             "target": target.float(),
             "cloud_mask": mask_t.float(),
             "index": i,
-            "name": self.rows[i].s1_filename,
+            "name": self.samples[i].name,
         }
 
 
@@ -391,34 +363,11 @@ class HardExampleSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1
+        self.epoch += 1  # the data module sets it from the trainer's epoch each epoch
         return iter(torch.multinomial(self.weights, self.num_samples, True, generator=g).tolist())
 
     def __len__(self) -> int:
         return self.num_samples
-
-
-def parse_progressive(spec: str | None) -> list[tuple[int, int]]:
-    """Parse ``"128:30,192:30,256:30"`` into ``[(128, 30), (192, 30), (256, 30)]`` (crop, epochs).
-
-    Example:
-        >>> parse_progressive("64:2,96:1")
-        [(64, 2), (96, 1)]
-    """
-    if not spec:
-        return []
-    out = []
-    for part in str(spec).split(","):
-        try:
-            size, epochs = (int(v) for v in part.strip().split(":"))
-        except ValueError:
-            raise ValueError(
-                f"--progressive: expected 'size:epochs,...' like 128:30,192:30, got {part!r}"
-            ) from None
-        if size <= 0 or epochs <= 0:
-            raise ValueError(f"--progressive: size and epochs must be positive, got {part!r}")
-        out.append((size, epochs))
-    return out
 
 
 def crop_for_epoch(schedule: Sequence[tuple[int, int]], epoch: int, default: int) -> int:
@@ -436,59 +385,73 @@ def crop_for_epoch(schedule: Sequence[tuple[int, int]], epoch: int, default: int
 class CloudRemovalDataModule(L.LightningDataModule):
     """Train/val/test :class:`SEN12MSCRDataset` loaders, progressive crops and hard-example mining.
 
-    The training loader is rebuilt every epoch (the trainer reloads it), so the crop size follows
-    ``progressive`` and the :class:`HardExampleSampler` sees the latest weights.
+    Building it reads the data list and checks every train and validation row (the test split is
+    checked when first used); :meth:`check_inputs` (called by :func:`eo_common.training.fit_run`
+    before the run folder is touched) also reads the first sample of each split, so a wrong band
+    count or grid fails before any training. The training loader is rebuilt every epoch (the
+    trainer reloads it), so the crop size follows ``progressive`` and the
+    :class:`HardExampleSampler` sees the latest weights.
+
+    Args:
+        cfg: the ``data`` group of cr-train (``cfg.root`` must be set).
+        seed: the run's seed (shuffling and the hard-example sampler).
     """
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        data_list: str | os.PathLike | None = None,
-        *,
-        batch_size: int = 4,
-        num_workers: int = 0,
-        load_size: int = 256,
-        crop_size: int = 128,
-        eval_crop_size: int = 0,
-        convention: str = "glf-cr",
-        augment: AugmentConfig | None = None,
-        cloud_mask: str = "difference",
-        progressive: Sequence[tuple[int, int]] = (),
-        hard_example_mining: bool = False,
-        hard_example_factor: float = 3.0,
-        seed: int = 0,
-        max_train_samples: int = 0,
-    ):
+    def __init__(self, cfg: CRDataConfig, seed: int = 0):
         super().__init__()
-        self.root, self.data_list = root, data_list
-        self.batch_size, self.num_workers = batch_size, num_workers
-        self.crop_size = crop_size
-        self.progressive = list(progressive)
-        common = dict(load_size=load_size, convention=convention, cloud_mask=cloud_mask)
+        if cfg.root is None:
+            raise CloudRemovalDataError("data.root: no data folder given (--input_data_folder)")
+        self.cfg = cfg
+        self.batch_size, self.num_workers = cfg.batch_size, cfg.workers
+        self.crop_size = cfg.crop_size
+        self.progressive = parse_progressive(cfg.progressive)
+        self.seed = seed
+        self._common = dict(
+            load_size=cfg.load_size,
+            convention=cfg.normalization,
+            cloud_mask=cfg.cloud_mask,
+            val_fraction=cfg.val_fraction,
+            crop_size=cfg.crop_size,
+        )
+        augment = (
+            AugmentConfig(synthetic_cloud_prob=cfg.synthetic_cloud_prob) if cfg.augment else None
+        )
         self.train_set = SEN12MSCRDataset(
-            root, data_list, "train", crop_size=crop_size, augment=augment, **common
+            cfg.root, cfg.data_list, "train", augment=augment, **self._common
         )
-        self.val_set = SEN12MSCRDataset(
-            root, data_list, "val", crop_size=crop_size, eval_crop_size=eval_crop_size, **common
-        )
-        self.test_set = SEN12MSCRDataset(
-            root, data_list, "test", crop_size=crop_size, eval_crop_size=eval_crop_size, **common
-        )
-        if max_train_samples:
-            self.train_set.rows = self.train_set.rows[:max_train_samples]
-        if not len(self.train_set):
-            raise CloudRemovalDataError(f"{self.train_set.data_list}: no training rows (split 1)")
-        if not len(self.val_set):
-            raise CloudRemovalDataError(
-                f"{self.val_set.data_list}: no validation rows (split 2); the best checkpoint is "
-                "chosen by validation PSNR"
-            )
+        self.val_set = self._eval_set("val")
+        self._test_set: SEN12MSCRDataset | None = None
+        for ds, what in (
+            (self.train_set, "training rows (split 1)"),
+            (self.val_set, "validation rows"),
+        ):
+            if not len(ds):
+                raise CloudRemovalDataError(f"{ds.data_list}: no {what}")
         self.sampler = (
-            HardExampleSampler(len(self.train_set), factor=hard_example_factor, seed=seed)
-            if hard_example_mining
+            HardExampleSampler(len(self.train_set), factor=cfg.hard_example_factor, seed=seed)
+            if cfg.hard_example_mining
             else None
         )
-        self.seed = seed
+
+    def _eval_set(self, split: str) -> SEN12MSCRDataset:
+        return SEN12MSCRDataset(
+            self.cfg.root,
+            self.cfg.data_list,
+            split,
+            eval_crop_size=self.cfg.eval_crop_size,
+            **self._common,
+        )
+
+    @property
+    def test_set(self) -> SEN12MSCRDataset:
+        if self._test_set is None:
+            self._test_set = self._eval_set("test")
+        return self._test_set
+
+    def check_inputs(self) -> None:
+        """Read the first sample of the training and validation splits (errors name file and row)."""
+        for ds in (self.train_set, self.val_set):
+            ds.read_row(0)
 
     def _loader(
         self, ds: Dataset, shuffle: bool, sampler: Sampler | None = None, epoch: int = 0
@@ -508,6 +471,8 @@ class CloudRemovalDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         self.train_set.crop_size = crop_for_epoch(self.progressive, epoch, self.crop_size)
+        if self.sampler is not None:
+            self.sampler.epoch = epoch  # the same draws after a --resume as without interruption
         return self._loader(self.train_set, True, self.sampler, epoch)
 
     def val_dataloader(self) -> DataLoader:

@@ -11,9 +11,11 @@ Conventions (fixed, stated in the summary): images in the normalised optical spa
 (GLF-CR: reflectance in [0, 1]), predictions clamped to [0, data_range], ``data_range`` = 1 for GLF-CR;
 split-level PSNR = ``10 log10(R^2 / MSE over every pixel and band of the split)`` (not the mean of
 per-image PSNRs); SSIM with an 11 x 11 Gaussian window (sigma 1.5), border cropped (scikit-image);
-SAM in degrees. Outputs under ``--out``: ``per_image.csv``, ``summary.json`` and PNG panels
-(cloudy RGB | SAR VV | prediction | target | error | confidence) of the best and worst images by PSNR
-gain over the identity.
+SAM in degrees. The run folder (``--output_dir``, alias ``--out``; the rerun rule of every eolab
+command) receives ``config.yaml``, ``per_image.csv``, ``summary.json`` and PNG panels (cloudy RGB |
+SAR VV | prediction | target | error | confidence) of the best and worst images by PSNR gain over the
+identity. Data settings not given (root, list, load size, cloud mask) are those of the training run
+(its ``config.yaml``, or the ``config.json`` of a release 0.1.0 run).
 
 Example::
 
@@ -22,83 +24,97 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import csv
+import inspect
 import io
 import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from eo_common.io import atomic_save_json, atomic_write
+from eo_common.errors import CheckpointError
+from eo_common.io import atomic_write
 from eo_common.metrics import ImageQualityMetrics
+from eo_common.runs import RunFolder, read_config
+from eo_common.training import load_checkpoint
 from tqdm import tqdm
 
+from .config import CREvalConfig
 from .data import CloudRemovalDataError, SEN12MSCRDataset
 from .task import CloudRemovalTask
 
-__all__ = ["EvalConfig", "evaluate", "load_task", "run_config_of", "shared_rgb", "main"]
+__all__ = ["evaluate", "load_task", "run_settings", "shared_rgb", "METRICS", "REGIONS"]
 
 METRICS = ("psnr", "ssim", "sam_deg", "mae", "rmse")
 REGIONS = ("all", "cloudy", "clear")
+_HPARAMS = ("model_name", "model_config", "loss_config")
 
 
-@dataclass
-class EvalConfig:
-    """``cr-eval`` settings (one field per flag).
-
-    Attributes:
-        checkpoint: a ``cr-train`` checkpoint (``best.ckpt``).
-        split: ``train``/``val``/``test``.
-        out: output folder.
-        input_data_folder, data_list_filepath: default: from the run's ``config.json``.
-        load_size: default from the run; crop_size: evaluation centre crop (0: the largest multiple
-            of the network stride that fits ``load_size``).
-        cloud_mask: ``difference`` or ``s2cloudless`` (default: the run's).
-        cloud_threshold: intensity above which a pixel counts as cloudy.
-        batch_size: images per forward pass.
-        panels: number of best and of worst images drawn.
-        lpips_weights: local LPIPS backbone weights (LPIPS is skipped without them).
-        limit: evaluate only the first N images (0: all).
-    """
-
-    checkpoint: Path
-    split: str = "test"
-    out: Path = Path("runs/cr_eval")
-    input_data_folder: Path | None = None
-    data_list_filepath: Path | None = None
-    load_size: int | None = None
-    crop_size: int = 0
-    cloud_mask: str | None = None
-    cloud_threshold: float = 0.2
-    batch_size: int = 4
-    panels: int = 3
-    lpips_weights: Path | None = None
-    limit: int = 0
-
-
-def run_config_of(checkpoint: Path) -> dict[str, Any]:
-    """The ``arguments`` of ``config.json`` of the run a checkpoint belongs to ({} if none)."""
+def run_settings(checkpoint: Path) -> dict[str, Any]:
+    """Data settings of the run a checkpoint belongs to, as ``{"root", "data_list", "load_size",
+    "cloud_mask", "val_fraction"}`` (only those found): from ``config.yaml`` (cr-train runs) or the
+    ``config.json`` of release 0.1.0 runs, in the checkpoint's folder or the one above it."""
     for folder in (checkpoint.parent, checkpoint.parent.parent):
-        cfg = folder / "config.json"
-        if cfg.is_file():
-            return json.loads(cfg.read_text()).get("arguments", {})
+        cfg = read_config(folder)
+        if cfg and isinstance(cfg.get("data"), dict):
+            data = cfg["data"]
+            return {
+                k: data[k]
+                for k in ("root", "data_list", "load_size", "cloud_mask", "val_fraction")
+                if k in data
+            }
+        old = folder / "config.json"
+        if old.is_file():
+            try:
+                args = json.loads(old.read_text()).get("arguments", {})
+            except (OSError, ValueError):
+                args = {}
+            keys = {
+                "input_data_folder": "root",
+                "data_list_filepath": "data_list",
+                "load_size": "load_size",
+                "cloud_mask": "cloud_mask",
+            }
+            return {new: args[k] for k, new in keys.items() if args.get(k) is not None}
     return {}
 
 
 def load_task(checkpoint: str | Path) -> CloudRemovalTask:
-    """Load a trained :class:`CloudRemovalTask` on CPU in eval mode (clear error if missing)."""
+    """A trained :class:`CloudRemovalTask` from a cr-train checkpoint, on CPU in eval mode.
+
+    Raises:
+        CheckpointError: one line for a missing, truncated or corrupt file, and for a checkpoint of
+            another command or package (other hyper-parameters, or tensors that do not fit).
+    """
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+    data = load_checkpoint(path, expect_keys=("state_dict", "hyper_parameters"))
+    hp = dict(data["hyper_parameters"] or {})
+    missing = [k for k in _HPARAMS if k not in hp]
+    accepted = set(inspect.signature(CloudRemovalTask.__init__).parameters) - {"self"}
+    if missing:
+        raise CheckpointError(
+            f"not a cr-train checkpoint (no {', '.join(missing)} among its hyper-parameters)",
+            path=path,
+        )
     try:
-        task = CloudRemovalTask.load_from_checkpoint(path, map_location="cpu")
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a cr-train checkpoint ({exc})") from exc
+        task = CloudRemovalTask(**{k: v for k, v in hp.items() if k in accepted})
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"not a usable cr-train checkpoint ({exc})", path=path) from None
+    state = data["state_dict"]
+    own = task.state_dict()
+    absent = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if absent or extra or wrong:
+        raise CheckpointError(
+            f"not a cr-train checkpoint of this network: {len(absent)} of its {len(own)} tensors "
+            f"missing, {len(extra)} unexpected, {len(wrong)} of another shape",
+            path=path,
+        )
+    task.load_state_dict(state)
     return task.eval()
 
 
@@ -134,40 +150,54 @@ def _image_metrics(
     return out
 
 
-def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Evaluate a checkpoint on a split; write per-image CSV, summary JSON and panels.
-
-    Returns:
-        The summary dict (also ``<out>/summary.json``).
-    """
-    ckpt = Path(cfg.checkpoint)
-    task = load_task(ckpt)
-    run = run_config_of(ckpt)
-    root = cfg.input_data_folder or run.get("input_data_folder")
+def _dataset(cfg: CREvalConfig, task: CloudRemovalTask) -> tuple[SEN12MSCRDataset, int]:
+    """The split to score (settings not given come from the training run) and the crop size."""
+    ckpt = Path(cfg.checkpoint)  # type: ignore[arg-type]
+    run = run_settings(ckpt)
+    d = cfg.data
+    root = d.root or run.get("root")
     if root is None:
         raise CloudRemovalDataError(
-            f"{ckpt}: no --input_data_folder given and none recorded in the run's config.json"
+            f"{ckpt}: no --input_data_folder given and none recorded in the run's config.yaml"
         )
-    data_list = cfg.data_list_filepath or run.get("data_list_filepath")
-    load_size = cfg.load_size if cfg.load_size is not None else int(run.get("load_size", 256))
+    data_list = d.data_list or (run.get("data_list") if not d.root else None)
+    load_size = d.load_size if d.load_size >= 0 else int(run.get("load_size", 256))
     stride = task.model_config.stride
-    crop = cfg.crop_size or (load_size // stride) * stride
-    if crop % stride:
-        raise ValueError(f"--crop_size {crop} is not divisible by the network stride {stride}")
-    convention = task.hparams.get("convention", "glf-cr")
+    crop = d.crop_size or (load_size // stride) * stride
+    if crop % stride or crop <= 0:
+        raise CloudRemovalDataError(
+            f"data.crop_size: {crop} is not a positive multiple of the network stride {stride}"
+        )
+    val_fraction = d.val_fraction if d.val_fraction >= 0 else float(run.get("val_fraction", 0.1))
     ds = SEN12MSCRDataset(
         root,
         data_list,
-        cfg.split,
+        d.split,
         load_size=load_size,
         crop_size=crop,
         train=False,
-        convention=convention,
-        cloud_mask=cfg.cloud_mask or run.get("cloud_mask", "difference"),
+        convention=task.hparams.get("convention", "glf-cr"),
+        cloud_mask=d.cloud_mask if d.cloud_mask != "run" else run.get("cloud_mask", "difference"),
+        val_fraction=val_fraction,
     )
-    n = len(ds) if not cfg.limit else min(cfg.limit, len(ds))
-    if n == 0:
-        raise CloudRemovalDataError(f"{ds.data_list}: split {cfg.split!r} has no rows")
+    if not len(ds):
+        raise CloudRemovalDataError(f"{ds.data_list}: split {d.split!r} has no rows")
+    ds.read_row(0)  # band counts, grids and sizes of the first sample, before the folder is touched
+    return ds, crop
+
+
+def _score(
+    task: CloudRemovalTask,
+    ds: SEN12MSCRDataset,
+    n: int,
+    *,
+    batch_size: int,
+    threshold: float,
+    panels: int,
+    lpips_weights: Path | None,
+    progress: bool,
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[tuple[float, dict[str, Any]]]]:
+    """(metrics by who and region, per-image rows, the best/worst images kept for panels)."""
     r = task.data_range
     totals = {
         (who, region): ImageQualityMetrics(data_range=r, lpips_weights=None)
@@ -176,21 +206,17 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     }
     lpips = (
         {
-            who: ImageQualityMetrics(
-                data_range=r, rgb_bands=(3, 2, 1), lpips_weights=cfg.lpips_weights
-            )
+            who: ImageQualityMetrics(data_range=r, rgb_bands=(3, 2, 1), lpips_weights=lpips_weights)
             for who in ("model", "identity")
         }
-        if cfg.lpips_weights
+        if lpips_weights
         else None
     )
     rows: list[dict[str, Any]] = []
     keep: list[tuple[float, dict[str, np.ndarray]]] = []
-    out_dir = Path(cfg.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        for start in tqdm(range(0, n, cfg.batch_size), disable=not progress, desc="cr-eval"):
-            items = [ds[i] for i in range(start, min(n, start + cfg.batch_size))]
+        for start in tqdm(range(0, n, batch_size), disable=not progress, desc="cr-eval"):
+            items = [ds[i] for i in range(start, min(n, start + batch_size))]
             batch = {
                 k: torch.stack([it[k] for it in items])
                 for k in ("optical", "sar", "target", "cloud_mask")
@@ -199,7 +225,7 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
             pred = out.prediction.clamp(0, r)
             ident = batch["optical"].clamp(0, r)
             target = batch["target"]
-            cloudy = batch["cloud_mask"] > cfg.cloud_threshold
+            cloudy = batch["cloud_mask"] > threshold
             for region in REGIONS:
                 mask = None if region == "all" else (cloudy if region == "cloudy" else ~cloudy)
                 if mask is not None and not bool(mask.any()):
@@ -241,8 +267,8 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
                     )
                 )
                 keep.sort(key=lambda t: t[0])
-                if len(keep) > 2 * cfg.panels:
-                    del keep[cfg.panels : len(keep) - cfg.panels]
+                if len(keep) > 2 * panels:
+                    del keep[panels : len(keep) - panels]
     metrics: dict[str, Any] = {"model": {}, "identity": {}, "delta": {}}
     for region in REGIONS:
         for who in ("model", "identity"):
@@ -261,6 +287,68 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
         metrics["delta"]["all"]["lpips"] = (
             metrics["model"]["all"]["lpips"] - metrics["identity"]["all"]["lpips"]
         )
+    metrics: dict[str, Any] = {"model": {}, "identity": {}, "delta": {}}
+    for region in REGIONS:
+        for who in ("model", "identity"):
+            met = totals[(who, region)]
+            metrics[who][region] = (
+                {k: float(v) for k, v in met.compute().items()} if met.update_count else None
+            )
+        if metrics["model"][region] and metrics["identity"][region]:
+            metrics["delta"][region] = {
+                k: metrics["model"][region][k] - metrics["identity"][region][k]
+                for k in metrics["model"][region]
+            }
+    if lpips is not None:
+        for who in ("model", "identity"):
+            metrics[who]["all"]["lpips"] = float(lpips[who].compute()["lpips"])
+        metrics["delta"]["all"]["lpips"] = (
+            metrics["model"]["all"]["lpips"] - metrics["identity"]["all"]["lpips"]
+        )
+    return metrics, rows, keep
+
+
+def headline(metrics: dict[str, Any], split: str) -> dict[str, float]:
+    """summary.json's metrics: ``<split>/psnr`` ... of the model over all pixels, the gain over the
+    identity, and PSNR over cloudy and clear pixels."""
+    out = {
+        f"{split}/{k}": v for k, v in metrics["model"]["all"].items() if k in METRICS + ("lpips",)
+    }
+    out[f"{split}/identity_psnr"] = metrics["identity"]["all"]["psnr"]
+    out[f"{split}/psnr_gain"] = metrics["delta"]["all"]["psnr"]
+    for region in ("cloudy", "clear"):
+        if metrics["model"].get(region):
+            out[f"{split}/{region}_psnr"] = metrics["model"][region]["psnr"]
+            out[f"{split}/{region}_psnr_gain"] = metrics["delta"][region]["psnr"]
+    return out
+
+
+def evaluate(cfg: CREvalConfig) -> dict[str, Any]:
+    """Score a checkpoint and the identity baseline on a split; write the run folder.
+
+    The folder (rerun rule of :mod:`eo_common.runs`) receives ``config.yaml``, ``per_image.csv``,
+    ``panels_best.png`` / ``panels_worst.png`` and ``summary.json`` (headline metrics of
+    :func:`headline`; every region and the identity baseline under ``extra.metrics``).
+
+    Returns:
+        The ``summary.json`` record.
+    """
+    folder = RunFolder.plan(cfg, "cr-eval")
+    ckpt = Path(cfg.checkpoint)  # type: ignore[arg-type]
+    task = load_task(ckpt)
+    ds, crop = _dataset(cfg, task)
+    n = len(ds) if not cfg.data.limit else min(cfg.data.limit, len(ds))
+    out_dir = folder.open()
+    metrics, rows, keep = _score(
+        task,
+        ds,
+        n,
+        batch_size=cfg.data.batch_size,
+        threshold=cfg.cloud_threshold,
+        panels=cfg.panels,
+        lpips_weights=cfg.lpips_weights,
+        progress=cfg.run.progress,
+    )
     csv_path = out_dir / "per_image.csv"
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
@@ -269,24 +357,27 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     with atomic_write(csv_path, "w") as f:
         f.write(buf.getvalue())
     figures = _panels(keep, cfg.panels, out_dir)
-    summary = {
-        "checkpoint": str(ckpt),
-        "split": cfg.split,
-        "n_images": len(rows),
-        "crop_size": crop,
-        "normalization": convention,
-        "data_range": r,
-        "cloud_mask": ds.cloud_mask,
-        "cloud_threshold": cfg.cloud_threshold,
-        "conventions": "split PSNR from the split MSE; SSIM 11x11 Gaussian sigma 1.5, border cropped; "
-        "SAM in degrees; predictions clamped to [0, data_range]",
-        "metrics": metrics,
-        "per_image_csv": str(csv_path),
-        "figures": [str(p) for p in figures],
-        "images_improved": int(sum(1 for r_ in rows if r_["delta_all_psnr"] > 0)),
-    }
-    atomic_save_json(summary, out_dir / "summary.json")
-    return summary
+    split = cfg.data.split
+    paths: dict[str, Any] = {"checkpoint": ckpt, "per_image_csv": csv_path}
+    paths.update({p.stem: p for p in figures})
+    _print_table(metrics, len(rows), split)
+    return folder.finish(
+        metrics=headline(metrics, split),
+        paths=paths,
+        extra={
+            "split": split,
+            "n_images": len(rows),
+            "images_improved": int(sum(1 for r_ in rows if r_["delta_all_psnr"] > 0)),
+            "crop_size": crop,
+            "normalization": ds.convention,
+            "data_range": task.data_range,
+            "cloud_mask": ds.cloud_mask,
+            "cloud_threshold": cfg.cloud_threshold,
+            "conventions": "split PSNR from the split MSE; SSIM 11x11 Gaussian sigma 1.5, border "
+            "cropped; SAM in degrees; predictions clamped to [0, data_range]",
+            "metrics": metrics,
+        },
+    )
 
 
 def _panels(keep: list[tuple[float, dict[str, np.ndarray]]], k: int, out_dir: Path) -> list[Path]:
@@ -319,54 +410,21 @@ def _panels(keep: list[tuple[float, dict[str, np.ndarray]]], k: int, out_dir: Pa
     return figures
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cr-eval",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--out", type=Path, default=Path("runs/cr_eval"))
-    p.add_argument("--input_data_folder", type=Path, default=None)
-    p.add_argument("--data_list_filepath", type=Path, default=None)
-    p.add_argument("--load_size", type=int, default=None)
-    p.add_argument("--crop_size", type=int, default=0)
-    p.add_argument("--cloud_mask", default=None, choices=("difference", "s2cloudless"))
-    p.add_argument("--cloud_threshold", type=float, default=0.2)
-    p.add_argument("--batch_size", type=int, default=4)
-    p.add_argument("--panels", type=int, default=3)
-    p.add_argument("--lpips_weights", type=Path, default=None)
-    p.add_argument("--limit", type=int, default=0)
-    return p
-
-
 def _fmt(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
-    cfg = EvalConfig(**vars(ns))
-    try:
-        summary = evaluate(cfg)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"cr-eval: error: {exc}", file=sys.stderr)
-        return 2
-    m = summary["metrics"]
-    print(f"{summary['n_images']} images, split {summary['split']}")
-    print("region  who       " + " ".join(f"{k:>8s}" for k in METRICS))
+def _print_table(metrics: dict[str, Any], n: int, split: str) -> None:
+    """The metrics table on stderr (stdout carries the JSON summary)."""
+    lines = [
+        f"{n} images, split {split}",
+        "region  who       " + " ".join(f"{k:>8s}" for k in METRICS),
+    ]
     for region in REGIONS:
         for who in ("model", "identity", "delta"):
-            vals = m[who].get(region)
+            vals = metrics[who].get(region)
             if vals:
-                print(
+                lines.append(
                     f"{region:7s} {who:9s} " + " ".join(f"{_fmt(vals.get(k)):>8s}" for k in METRICS)
                 )
-    print(f"wrote {summary['per_image_csv']} and {Path(cfg.out) / 'summary.json'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    print("\n".join(lines), file=sys.stderr)

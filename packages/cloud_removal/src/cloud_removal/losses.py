@@ -23,10 +23,7 @@ the perceptual term uses random VGG weights (eo_common warns), which is only use
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 from eo_common.losses import (
     ContrastiveLoss,
     FFTLoss,
@@ -38,9 +35,16 @@ from eo_common.losses import (
 )
 from torch import Tensor, nn
 
+from .config import LossConfig
 from .model import CloudRemovalOutput
 
-__all__ = ["CloudFocusedLoss", "cloud_focused_loss", "LossConfig", "CloudRemovalLoss"]
+__all__ = [
+    "CloudFocusedLoss",
+    "cloud_focused_loss",
+    "confidence_bce",
+    "LossConfig",
+    "CloudRemovalLoss",
+]
 
 
 def cloud_focused_loss(pred: Tensor, target: Tensor, cloud: Tensor, factor: float = 2.0) -> Tensor:
@@ -90,42 +94,35 @@ class CloudFocusedLoss(nn.Module):
         return cloud_focused_loss(pred, target, cloud, self.factor)
 
 
-@dataclass
-class LossConfig:
-    """Switches and weights of every loss term (one field per CLI flag)."""
+def confidence_bce(confidence: Tensor, cloud: Tensor, eps: float = 1e-6) -> Tensor:
+    r"""Binary cross-entropy between a confidence map and a cloud mask, NaN-transparent.
 
-    use_l1_loss: bool = True
-    l1_weight: float = 1.0
-    use_perceptual_loss: bool = False
-    perceptual_weight: float = 0.1
-    vgg_weights: str | None = None
-    use_fft_loss: bool = False
-    fft_weight: float = 0.1
-    use_gradient_loss: bool = False
-    gradient_weight: float = 0.1
-    use_contrastive_loss: bool = False
-    contrastive_weight: float = 0.05
-    use_texture_loss: bool = False
-    texture_weight: float = 0.1
-    use_cloud_focused_loss: bool = False
-    cloud_weight_factor: float = 2.0
-    cloud_focused_weight: float = 1.0
-    use_confidence_loss: bool = True
-    confidence_weight: float = 0.1
+    .. math::
+        L = -\frac{1}{N}\sum_i \big[m_i \log c_i + (1 - m_i) \log(1 - c_i)\big],
+        \qquad c = \operatorname{clamp}(\text{confidence}, \epsilon, 1 - \epsilon)
 
-    def enabled(self) -> dict[str, float]:
-        """``{term: weight}`` of the switched-on terms."""
-        table = {
-            "l1": (self.use_l1_loss, self.l1_weight),
-            "perceptual": (self.use_perceptual_loss, self.perceptual_weight),
-            "fft": (self.use_fft_loss, self.fft_weight),
-            "gradient": (self.use_gradient_loss, self.gradient_weight),
-            "contrastive": (self.use_contrastive_loss, self.contrastive_weight),
-            "texture": (self.use_texture_loss, self.texture_weight),
-            "cloud_focused": (self.use_cloud_focused_loss, self.cloud_focused_weight),
-            "confidence": (self.use_confidence_loss, self.confidence_weight),
-        }
-        return {k: float(w) for k, (on, w) in table.items() if on and w != 0}
+    Equal to :func:`torch.nn.functional.binary_cross_entropy` for inputs in [0, 1], but a NaN/inf
+    confidence (a diverged network) gives a NaN loss instead of an exception, so the NaN guard
+    (:class:`eo_common.training.NaNGuard`) can skip the step and stop the run with one clear line.
+    Computed in float32 even under autocast.
+
+    Args:
+        confidence: (B, 1, H, W) predicted cloud confidence in [0, 1].
+        cloud: (B, 1, H, W) cloud mask / intensity in [0, 1] (the target).
+        eps: clamp of the confidence away from 0 and 1.
+
+    Example:
+        >>> c = torch.tensor([[[[0.9, 0.2]]]])
+        >>> m = torch.tensor([[[[1.0, 0.0]]]])
+        >>> confidence_bce(c, m)  # -(log 0.9 + log 0.8) / 2
+        tensor(0.1643)
+        >>> confidence_bce(torch.full_like(c, float("nan")), m)
+        tensor(nan)
+    """
+    with torch.autocast(device_type=confidence.device.type, enabled=False):
+        c = confidence.float().clamp(eps, 1 - eps)
+        m = cloud.float().clamp(0, 1)
+        return -(m * torch.log(c) + (1 - m) * torch.log1p(-c)).mean()
 
 
 class CloudRemovalLoss(nn.Module):
@@ -173,9 +170,7 @@ class CloudRemovalLoss(nn.Module):
             if name == "confidence":
                 if out.confidence is None:
                     continue
-                conf = out.confidence.clamp(1e-6, 1 - 1e-6)
-                with torch.autocast(device_type=conf.device.type, enabled=False):
-                    parts[name] = F.binary_cross_entropy(conf.float(), cloud.float().clamp(0, 1))
+                parts[name] = confidence_bce(out.confidence, cloud)
             elif name == "contrastive":
                 z_opt, z_sar = out.embeddings
                 if z_opt.shape[0] < 2:

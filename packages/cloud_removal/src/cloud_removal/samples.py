@@ -8,17 +8,27 @@ What the data are:
   60 m bands) and stored as the clear target. BigEarthNet's split is kept: train -> 1, validation -> 2,
   test -> 3. Three patches are flagged "cloud or shadow" in BigEarthNet's metadata; they stay in
   (``samples_manifest.json`` lists the flags).
+* **Top-of-atmosphere level**: BigEarthNet v2 S2 is L2A (surface reflectance), SEN12MS-CR and the
+  L1C scene are L1C (top of atmosphere), which is brighter by the path radiance, most in the blue
+  (about 900 DN in B01 and B02 of the scene). Trained on L2A targets, a model predicts L2A levels
+  wherever the cloud hides the surface and paints thick clouds of an L1C scene black. So the
+  BigEarthNet bands are brought to an approximate TOA level by the reverse of dark-object
+  subtraction (Chavez 1988): each band gets ``offset_b = max(0, p1(L1C scene)_b - p1(BigEarthNet)_b)``
+  added, the difference of the 1st percentiles (the dark objects) of the real L1C scene and of all
+  BigEarthNet patches, in reflectance (:func:`fit_toa_offsets`; the offsets are in the manifest).
+  A first-order haze model, a modelling choice.
 * **The missing 13th band**: BigEarthNet v2 S2 is L2A and has no B10 (cirrus). SEN12MS-CR files have
   13 bands, so B10 is *derived*: a ridge regression (scikit-learn, alpha 1e-3, reflectance units)
   of B10 on the other 12 bands, fitted on every 60 m pixel of the real 13-band L1C scene
-  (``s2_scene``); the fitted coefficients and R^2 are stored in the manifest. B10 is tiny over clear
-  land (median 11 DN in the scene) so the choice hardly matters for clear targets; the simulated
-  clouds then raise it like other bands.
+  (``s2_scene``) and applied to the TOA-level bands; the fitted coefficients and R^2 are stored in the
+  manifest. B10 is tiny over clear land (median 11 DN in the scene) so the choice hardly matters for
+  clear targets; the simulated clouds then raise it like other bands.
 * **Real 13-band L1C tiles**: ``scene_tiles`` random 120 x 120 windows of the ``s2_scene`` Sentinel-2
   L1C scene (EPSG:32618; all bands resampled bilinearly to 10 m), train split only. That scene has no
   Sentinel-1 acquisition, so its S1 is **simulated** from the clear optical (:func:`simulate_sar`):
   a land/water backscatter model driven by NDVI and NDWI plus 4.4-look gamma speckle. These tiles
-  never enter the validation or test split, so every reported metric uses real SAR.
+  never enter the validation or test split, so every reported metric uses real SAR, and none of them
+  overlaps the ``cr-predict`` scene crop.
 * **Clouds are simulated** on every cloudy image with the procedural cloud + haze + shadow model of
   :mod:`cloud_removal.clouds` (seeded; ``train_draws`` independent draws per training patch, one per
   validation/test patch, each a separate CSV row with its own ``s2_cloudy`` folder).
@@ -46,7 +56,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
@@ -66,11 +75,13 @@ from eo_common.samples import sample_path
 from scipy import ndimage
 
 from .clouds import S2_BANDS, CloudParams, simulate_clouds
+from .config import SamplesConfig
 
 __all__ = [
     "build_sample_dataset",
     "simulate_sar",
     "fit_b10_regression",
+    "fit_toa_offsets",
     "load_scene",
     "default_sample_root",
     "SPLIT_CODES",
@@ -78,7 +89,7 @@ __all__ = [
 
 SPLIT_CODES = {"train": 1, "validation": 2, "test": 3}
 _COMPLETE = ".complete"
-_VERSION = "cr-samples-v1"
+_VERSION = "cr-samples-v2"
 
 
 def default_sample_root() -> Path:
@@ -120,15 +131,38 @@ def fit_b10_regression(scene_root: Path | None = None, alpha: float = 1e-3) -> d
     }
 
 
-def _benv2_to_13(s2: dict[str, np.ndarray], b10: dict, size: int = 120) -> np.ndarray:
-    """BENv2 band dict (native sizes) -> (13, size, size) float32 reflectance with derived B10."""
+def _benv2_bands(s2: dict[str, np.ndarray], size: int = 120) -> np.ndarray:
+    """BENv2 band dict (native sizes) -> (12, size, size) float32 L2A reflectance, BENV2 band order."""
     out = []
     for b in BENV2_S2_BANDS:
         a = torch.from_numpy(s2[b].astype(np.float32) / 1e4)[None, None]
         if a.shape[-1] != size:
             a = F.interpolate(a, size=(size, size), mode="bilinear", align_corners=False)
         out.append(a[0, 0].numpy())
-    bands = dict(zip(BENV2_S2_BANDS, out))
+    return np.stack(out).astype(np.float32)
+
+
+def fit_toa_offsets(l2a: list[np.ndarray], scene_dn: np.ndarray) -> dict[str, float]:
+    """Per-band reflectance added to BigEarthNet L2A to reach the L1C scene's TOA level.
+
+    ``offset_b = max(0, p1(scene_b) - p1(L2A_b))`` (1st percentiles: the dark objects), the reverse of
+    dark-object subtraction.
+
+    Args:
+        l2a: BigEarthNet patches, each (12, H, W) reflectance in :data:`BENV2_S2_BANDS` order.
+        scene_dn: the L1C scene (13, H, W) DN in :data:`S2_BANDS` order.
+    """
+    stack = np.concatenate([p.reshape(len(BENV2_S2_BANDS), -1) for p in l2a], axis=1)
+    out = {}
+    for k, band in enumerate(BENV2_S2_BANDS):
+        toa = float(np.percentile(scene_dn[S2_BANDS.index(band)], 1)) / 1e4
+        out[band] = max(0.0, toa - float(np.percentile(stack[k], 1)))
+    return out
+
+
+def _benv2_to_13(l2a: np.ndarray, b10: dict, offsets: dict[str, float]) -> np.ndarray:
+    """(12, H, W) L2A reflectance -> (13, H, W) approximate TOA reflectance with derived B10."""
+    bands = {b: l2a[k] + offsets[b] for k, b in enumerate(BENV2_S2_BANDS)}
     coef = np.asarray(b10["coef"], dtype=np.float32)
     stack = np.stack([bands[b] for b in b10["bands"]])
     bands["B10"] = np.clip(np.tensordot(coef, stack, axes=1) + b10["intercept"], 0.0, None)
@@ -276,11 +310,16 @@ def build_sample_dataset(
             origins = benv1_tile_origins()
         except Exception:  # noqa: BLE001 - georeference is optional
             origins = {}
+        scene, scene_crs, scene_transform = load_scene()
+        patches = list(read_benv2_lmdb())
+        l2a = [_benv2_bands(p.s2, tile_size) for p in patches]
+        offsets = fit_toa_offsets(l2a, scene)
+        log("TOA offsets (DN): " + ", ".join(f"{b} {v * 1e4:.0f}" for b, v in offsets.items()))
         patch_no = {"ROIs1001_summer": 0, "ROIs1002_fall": 0, "ROIs1003_scene": 0}
-        for p in read_benv2_lmdb():
+        for p, bands in zip(patches, l2a):
             roi = "ROIs1001_summer" if p.country == "Austria" else "ROIs1002_fall"
             patch_no[roi] += 1
-            clear = _benv2_to_13(p.s2, b10, tile_size)
+            clear = _benv2_to_13(bands, b10, offsets)
             split = SPLIT_CODES[p.split]
             n_draws = train_draws if split == 1 else 1
             draws = []
@@ -306,7 +345,8 @@ def build_sample_dataset(
                 crs=crs,
                 transform=transform,
                 info={
-                    "source": "BigEarthNet v2 (real S1 + S2 L2A, derived B10, simulated clouds)",
+                    "source": "BigEarthNet v2 (real S1 + S2 L2A at TOA level, derived B10, "
+                    "simulated clouds)",
                     "patch_id": p.patch_id,
                     "s1_name": p.s1_name,
                     "bigearthnet_cloud_or_shadow": p.cloud_or_shadow,
@@ -315,9 +355,27 @@ def build_sample_dataset(
             )
         log(f"wrote {len(w.rows)} rows from BigEarthNet v2")
 
-        scene, crs, transform = load_scene()
+        crs, transform = scene_crs, scene_transform
         _, sh, sw = scene.shape
-        grid = [(r, c) for r in range(sh // tile_size) for c in range(sw // tile_size)]
+        psize = min(predict_size, sh, sw)
+        py0, px0 = (sh - psize) // 2, (sw - psize) // 2
+
+        def outside_predict(r: int, c: int) -> bool:
+            y, x = r * tile_size, c * tile_size
+            return (
+                not predict_size
+                or y + tile_size <= py0
+                or y >= py0 + psize
+                or x + tile_size <= px0
+                or x >= px0 + psize
+            )
+
+        grid = [
+            (r, c)
+            for r in range(sh // tile_size)
+            for c in range(sw // tile_size)
+            if outside_predict(r, c)
+        ]
         picks = rng.choice(len(grid), size=min(scene_tiles, len(grid)), replace=False)
         for i in sorted(int(k) for k in picks):
             r, c = grid[i]
@@ -343,8 +401,7 @@ def build_sample_dataset(
         log(f"wrote {patch_no['ROIs1003_scene']} L1C scene tiles (train)")
 
         if predict_size:
-            size = min(predict_size, sh, sw)
-            y0, x0 = (sh - size) // 2, (sw - size) // 2
+            size, y0, x0 = psize, py0, px0
             clear = scene[:, y0 : y0 + size, x0 : x0 + size].astype(np.float32) / 1e4
             sim = simulate_clouds(clear, rng, params, coverage=0.4)
             t = transform @ Affine.translation(x0, y0)
@@ -380,6 +437,7 @@ def build_sample_dataset(
                 "version": _VERSION,
                 "seed": seed,
                 "b10_regression": b10,
+                "toa_offsets": offsets,
                 "cloud_params": vars(params),
                 "rows": w.records,
             },
@@ -395,29 +453,19 @@ def build_sample_dataset(
     return dest
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m cloud_removal.samples [DEST]``: build the sample dataset."""
-    ap = argparse.ArgumentParser(
-        prog="python -m cloud_removal.samples", description=__doc__.split("\n")[0]
-    )
-    ap.add_argument(
-        "dest", nargs="?", default=None, help="output folder (default: the eolab cache)"
-    )
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--train_draws", type=int, default=3)
-    ap.add_argument("--scene_tiles", type=int, default=16)
-    ap.add_argument("--overwrite", action="store_true")
-    ns = ap.parse_args(argv)
+def build(cfg: SamplesConfig) -> dict[str, str]:
+    """``python -m cloud_removal.samples``: build the sample dataset (the work of the command)."""
     root = build_sample_dataset(
-        ns.dest,
-        seed=ns.seed,
-        train_draws=ns.train_draws,
-        scene_tiles=ns.scene_tiles,
-        overwrite=ns.overwrite,
+        cfg.dest,
+        seed=cfg.seed,
+        train_draws=cfg.train_draws,
+        scene_tiles=cfg.scene_tiles,
+        overwrite=cfg.overwrite,
     )
-    print(root)
-    return 0
+    return {"sample_dataset": str(root)}
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .cli import build_samples
+
+    raise SystemExit(build_samples())

@@ -12,17 +12,19 @@ sigma 1.5 and crops the border (scikit-image convention), SAM is reported in deg
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import torch
+from eo_common.config import config_to_dict
+from eo_common.errors import NonFiniteRunError
 from eo_common.metrics import ImageQualityMetrics
 from eo_common.normalize import S2_CONVENTIONS
 from eo_common.training import EOModule
 from torch import Tensor
 
-from .losses import CloudRemovalLoss, LossConfig
-from .model import CloudRemovalOutput, ModelConfig, build_model
+from .config import LossConfig, ModelConfig
+from .losses import CloudRemovalLoss
+from .model import CloudRemovalOutput, build_model
 
 __all__ = ["CloudRemovalTask", "data_range_of"]
 
@@ -46,8 +48,12 @@ class CloudRemovalTask(EOModule):
         model_config: :class:`ModelConfig` fields as a dict.
         loss_config: :class:`LossConfig` fields as a dict.
         convention: normalisation convention (sets the metric ``data_range``).
-        lr, weight_decay, lr_scheduler, lr_patience, warmup_epochs, max_epochs: optimiser settings
-            read by :meth:`EOModule.configure_optimizers` (the plateau scheduler watches val/psnr).
+        optimizer, lr, weight_decay, lr_scheduler, warmup_epochs, max_epochs, lr_patience, T_0,
+            T_mult, min_lr: optimiser settings read by :meth:`EOModule.configure_optimizers`
+            (``eo_common.config.OptimConfig.hparams()``; the plateau scheduler watches val/psnr).
+
+    Checkpoints of release 0.1.0 (``tests/data/cr_train_v0.1.0.ckpt``) carry a subset of these
+    hyper-parameters and load unchanged; the missing ones take the defaults here.
     """
 
     def __init__(
@@ -56,12 +62,16 @@ class CloudRemovalTask(EOModule):
         model_config: dict[str, Any] | None = None,
         loss_config: dict[str, Any] | None = None,
         convention: str = "glf-cr",
+        optimizer: str = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         lr_scheduler: str = "cosine",
         lr_patience: int = 5,
         warmup_epochs: int = 0,
         max_epochs: int | None = None,
+        T_0: int = 10,
+        T_mult: int = 1,
+        min_lr: float = 0.0,
         monitor: str = "val/psnr",
         mode: str = "max",
     ):
@@ -82,7 +92,12 @@ class CloudRemovalTask(EOModule):
     def from_configs(
         cls, model_config: ModelConfig, loss_config: LossConfig, **kwargs: Any
     ) -> CloudRemovalTask:
-        return cls(model_config=asdict(model_config), loss_config=asdict(loss_config), **kwargs)
+        """A task from the typed ``model`` and ``loss`` groups (stored as plain dicts in hparams)."""
+        return cls(
+            model_config=config_to_dict(model_config),
+            loss_config=config_to_dict(loss_config),
+            **kwargs,
+        )
 
     def forward(self, optical: Tensor, sar: Tensor) -> CloudRemovalOutput:
         return self.model(optical, sar)
@@ -121,6 +136,25 @@ class CloudRemovalTask(EOModule):
         super().reset_metrics(stage)
         if stage == "val":
             self.val_identity_metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the validation metrics; a NaN/inf validation PSNR stops the run with a clear error.
+
+        (Lightning's EarlyStopping would otherwise stop it quietly and the run would look finished.)
+        """
+        super().on_validation_epoch_end()
+        value = self.trainer.callback_metrics.get("val/psnr") if self._trainer is not None else None
+        if (
+            value is not None
+            and not torch.isfinite(value).all()
+            and not self.trainer.sanity_checking
+        ):
+            lr = self.hparams.get("lr")
+            raise NonFiniteRunError(
+                f"validation PSNR is {float(value)} at epoch {self.current_epoch}: the network's "
+                f"outputs are NaN/inf (training diverged). Try to: lower --lr (now {lr:.3g}); set "
+                "--grad_clip (e.g. 1.0); check the inputs for NaN/nodata values."
+            )
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()

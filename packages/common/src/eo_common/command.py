@@ -151,6 +151,8 @@ class Command:
         metrics: the headline metric names its ``summary.json`` ``metrics`` holds (``"val/mcc"``,
             ``"val/kappa"``); each is also logged every validation under the same name. What
             ``eolab sweep`` may optimise and prune on.
+        presets: named config files shipped with the package, ``{"--demo": Path(...)}``: the flag
+            stands for ``--config <file>`` at its place on the command line (flags after it win).
     """
 
     def __init__(
@@ -165,6 +167,7 @@ class Command:
         defaults: Mapping[str, Any] | None = None,
         run_folder: bool = True,
         metrics: Sequence[str] = (),
+        presets: Mapping[str, str | os.PathLike] | None = None,
     ):
         if not is_dataclass(config):
             raise TypeError(f"{prog}: config must be a dataclass, got {config!r}")
@@ -177,6 +180,12 @@ class Command:
         self.defaults = dict(defaults or {})
         self.run_folder = run_folder
         self.metrics = tuple(metrics)
+        self.presets = {
+            "--" + k.lstrip("-").replace("-", "_"): Path(v) for k, v in (presets or {}).items()
+        }
+        if self.presets:
+            listed = "; ".join(f"{k} = --config {v}" for k, v in self.presets.items())
+            self.epilog = (self.epilog + "\n\n" if self.epilog else "") + f"presets: {listed}"
         self._leaves: list[_Leaf] | None = None
 
     # ------------------------------------------------------------------ declaration -> parser
@@ -272,6 +281,11 @@ class Command:
         """Parse flags and config files into the config object; raise :class:`ConfigError` listing
         every problem. ``--help`` and ``--print_config`` print and raise ``SystemExit(0)``."""
         argv = normalize_argv(sys.argv[1:] if argv is None else list(argv), self.bool_options())
+        argv = [
+            t
+            for a in argv
+            for t in (["--config", str(self.presets[a])] if a in self.presets else [a])
+        ]
         parser = self.build_parser()
         try:
             ns = parser.parse_args(argv)

@@ -143,11 +143,17 @@ def _set_dropout(net: torch.nn.Module, active: bool) -> None:
 
 
 class TilePredictor:
-    """``(C, t, t)`` raw stack tile -> ``(4, t, t)``: three class probabilities and the uncertainty.
+    """Raw stack tiles -> three class probabilities and the uncertainty, a batch of tiles per call.
 
-    Missing pixels (``nodata`` or NaN in any band) are set to 0 after standardisation; the caller
-    masks them in the output.
+    ``(C, t, t) -> (4, t, t)`` for one tile, or ``(B, C, t, t) -> (B, 4, t, t)`` for a batch: the
+    ``batched`` attribute tells :func:`eo_common.raster.sliding_window_predict` to pass up to
+    ``inference.batch_size`` tiles per call (each network then sees ``B`` tiles, times 4 with TTA,
+    per forward). Missing pixels (``nodata`` or NaN in any band) are set to 0 after standardisation;
+    the caller masks them in the output. Without MC-dropout the result does not depend on ``B``; with
+    it, the dropout masks are drawn per forward, so a fixed seed and batch size reproduce a run.
     """
+
+    batched = True
 
     def __init__(
         self,
@@ -161,14 +167,21 @@ class TilePredictor:
         self.nodata = nodata
         self.device = device
 
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        tiles = np.asarray(tiles)
+        if tiles.ndim == 3:  # one tile, the original interface
+            return self._predict(tiles[None])[0]
+        return self._predict(tiles)
+
     @torch.no_grad()
-    def __call__(self, tile: np.ndarray) -> np.ndarray:
-        missing = missing_mask(tile, self.nodata, "any")
+    def _predict(self, tiles: np.ndarray) -> np.ndarray:
+        n = tiles.shape[0]
+        missing = np.stack([missing_mask(t, self.nodata, "any") for t in tiles])  # (B, t, t)
         all_probs = []
         for model in self.models:
-            x = model.stats.standardize(tile.astype(np.float32)).astype(np.float32)
-            x[:, missing] = 0.0
-            x = torch.from_numpy(x)[None].to(self.device)
+            x = model.stats.standardize(tiles.astype(np.float32)).astype(np.float32)
+            x = np.where(missing[:, None], np.float32(0.0), x)
+            x = torch.from_numpy(x).to(self.device)
             variants = [x, x.flip(-1), x.flip(-2), x.flip(-2, -1)] if self.cfg.tta else [x]
             batch = torch.cat(variants)
             passes = max(self.cfg.mc_dropout_samples, 1)
@@ -177,20 +190,20 @@ class TilePredictor:
                 for _ in range(passes):
                     probs = class_probabilities(model.net(batch), self.cfg.head)
                     if self.cfg.tta:
-                        probs = torch.stack(
-                            [probs[0], probs[1].flip(-1), probs[2].flip(-2), probs[3].flip(-2, -1)]
-                        )
-                    all_probs.append(probs)
+                        p0, p1, p2, p3 = probs.split(n)
+                        all_probs += [p0, p1.flip(-1), p2.flip(-2), p3.flip(-2, -1)]
+                    else:
+                        all_probs.append(probs)
             finally:
                 _set_dropout(model.net, False)
-        stacked = torch.cat(all_probs).cpu().numpy()  # (passes, 3, t, t)
+        stacked = torch.stack(all_probs).cpu().numpy()  # (passes, B, 3, t, t)
         mean = stacked.mean(0)
         if self.cfg.uncertainty == "entropy":
-            uncertainty = -(mean * np.log(np.clip(mean, 1e-12, 1.0))).sum(0)
+            uncertainty = -(mean * np.log(np.clip(mean, 1e-12, 1.0))).sum(1)
         else:
-            ranks = (stacked * np.arange(NUM_CLASSES, dtype=np.float32).reshape(1, -1, 1, 1)).sum(1)
-            uncertainty = ranks.var(0)
-        return np.concatenate([mean, uncertainty[None]]).astype(np.float32)
+            classes = np.arange(NUM_CLASSES, dtype=np.float32).reshape(1, 1, -1, 1, 1)
+            uncertainty = (stacked * classes).sum(2).var(0)
+        return np.concatenate([mean, uncertainty[:, None]], axis=1).astype(np.float32)
 
 
 def _strip_profile(
@@ -323,6 +336,7 @@ def predict_raster(
         overlap=cfg.overlap,
         blend=cfg.blend,
         progress=progress,
+        batch_size=cfg.batch_size,
     )
     paths = write_products(raw, out_dir)
     raw.unlink()

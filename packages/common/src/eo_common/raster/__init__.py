@@ -28,10 +28,13 @@ Tiling and blending
     predictions are blended with weights that ramp up over the overlap (:func:`blend_weights`,
     linear or cosine); the ramps of two neighbours are complementary, so the weights sum to one and a
     function that returns its input comes back unchanged. :func:`sliding_window_predict` streams a
-    GeoTIFF through a prediction function one tile row at a time; :func:`predict_array_tiled` does the
-    same for an in-memory array.
+    GeoTIFF through a prediction function a few tile rows at a time, ``N`` tiles per call when the
+    function takes a batch (``batch_size``, ``"auto"`` from the free GPU memory;
+    :func:`torch_batch_predictor` wraps a torch module); :func:`predict_array_tiled` does the same for
+    an in-memory array.
 """
 
+from .batching import resolve_batch_size, torch_batch_predictor
 from .io import (
     ClassInfo,
     Raster,
@@ -66,6 +69,8 @@ __all__ = [
     "blend_weights",
     "sliding_window_predict",
     "predict_array_tiled",
+    "resolve_batch_size",
+    "torch_batch_predictor",
     "iter_tiles",
     "RESAMPLING_METHODS",
     "ClassInfo",

@@ -1,7 +1,8 @@
 """Sliding-window prediction: a GeoTIFF (or an array) streamed through a model tile row by tile row.
 
-:func:`sliding_window_predict` streams a GeoTIFF through a prediction function one tile row at a time,
-writing the blended output strip by strip, so memory stays flat with the scene size;
+:func:`sliding_window_predict` streams a GeoTIFF through a prediction function a few tile rows at a
+time (``N`` tiles per call for a batched function), writing the blended output strip by strip, so
+memory stays flat with the scene size;
 :func:`predict_array_tiled` does the same for an in-memory array. The nodata mask of the input (NaN
 included) is carried to the output.
 """
@@ -21,6 +22,7 @@ from rasterio.windows import Window
 
 from eo_common.io import atomic_temp_path
 
+from .batching import BatchSize, is_batched, resolve_batch_size
 from .io import (
     PathLike,
     RasterError,
@@ -34,6 +36,18 @@ from .tiles import BlendKind, _axis_weights, _check_tiling, _pad_reflect, tile_o
 
 # rows per strip of the output of sliding_window_predict (see _StripWriter)
 _OUTPUT_ROWS_PER_STRIP = 16
+# GDAL block cache while streaming: one block row of a wide source fits (an 8192 px wide, 4-band
+# uint16 source with 256 px blocks decodes to 16 MiB per block row); GDAL's default (5 % of the RAM)
+# let the resident memory grow with the raster width (660 MiB at 8192^2 vs 313 MiB capped, measured)
+_GDAL_CACHE_BYTES = 64 * 2**20
+
+
+def _row_groups(row_offsets: list[int], n_cols: int, batch: int) -> list[tuple[int, int]]:
+    """Consecutive tile rows processed together: enough rows for ``batch`` tiles, at least one."""
+    per_group = max(1, batch // max(n_cols, 1))
+    return [
+        (g, min(g + per_group, len(row_offsets))) for g in range(0, len(row_offsets), per_group)
+    ]
 
 
 def _stream_rows(
@@ -49,14 +63,24 @@ def _stream_rows(
     blend: str,
     progress: bool,
     desc: str,
+    batch_size: BatchSize = 1,
+    batched: bool | None = None,
+    device: Any = None,
 ) -> None:
-    """Run ``predict_fn`` over all tiles, one tile row at a time, emitting finished output rows.
+    """Run ``predict_fn`` over all tiles, a group of tile rows at a time, emitting finished rows.
 
     ``read_rows(row_off, n)`` returns ``(data (C, n, width) float32, missing (n, width) bool | None)``.
     ``emit(row_off, values (out_bands, n, width) float64, missing (n, width) | None)`` receives each
-    block of finished rows once, top to bottom. Memory: one accumulator ``(out_bands, t, width)`` and
-    one weight buffer ``(t, width)`` (``t = min(tile_size, height)``), reused for every tile row; the
-    rows shared with the next tile row are shifted to the top instead of being copied elsewhere.
+    block of finished rows once, top to bottom.
+
+    Tiles are predicted ``N`` at a time (``N`` = :func:`resolve_batch_size` of ``batch_size``): a
+    group is ``max(1, N // tiles_per_row)`` consecutive tile rows, read as one window, and its tiles
+    go through ``predict_fn`` in chunks of at most ``N`` (a per-tile function is called once per
+    tile). Memory: the group's rows ``(C, span, width)``, one accumulator ``(out_bands, span, width)``
+    and one weight buffer ``(span, width)`` (``span`` about ``N / tiles_per_row`` tile rows, so the
+    buffers hold about ``N`` tiles' worth whatever the raster height), reused for every group; the
+    rows shared with the next group are shifted to the top. Weighted sums are accumulated in float64
+    in the same tile order for every ``N``, so the output does not depend on ``N``.
     """
     from tqdm.auto import tqdm
 
@@ -65,45 +89,80 @@ def _stream_rows(
         raise ValueError(f"out_bands must be positive, got {out_bands}")
     if blend not in ("linear", "cosine", "none"):
         raise ValueError(f"unknown blend kind {blend!r}; choose 'linear', 'cosine' or 'none'")
+    takes_batch = is_batched(predict_fn, batched)
     row_offsets = tile_offsets(height, tile_size, overlap)
     col_offsets = tile_offsets(width, tile_size, overlap)
     th, tw = min(tile_size, height), min(tile_size, width)
     row_w = _axis_weights(row_offsets, height, tile_size, blend)
     col_w = _axis_weights(col_offsets, width, tile_size, blend)
+    sample = None
+    if batch_size == "auto" and takes_batch:
+        first, _ = read_rows(0, th)
+        sample = _pad_reflect(first, tile_size)[:, :tile_size, :tile_size]
+    n_batch = resolve_batch_size(batch_size, predict_fn, sample, batched=takes_batch, device=device)
+    groups = _row_groups(row_offsets, len(col_offsets), n_batch)
+    span_max = max(row_offsets[g1 - 1] + th - row_offsets[g0] for g0, g1 in groups)
 
-    acc = np.zeros((out_bands, th, width), dtype=np.float64)
-    wsum = np.zeros((th, width), dtype=np.float64)
+    def run(tiles: np.ndarray) -> np.ndarray:
+        if takes_batch:
+            pred = np.asarray(predict_fn(tiles))
+            expected = (len(tiles), out_bands, tile_size, tile_size)
+        else:
+            pred = np.stack([np.asarray(predict_fn(t)) for t in tiles])
+            expected = (len(tiles), out_bands, tile_size, tile_size)
+        if pred.shape != expected:
+            got = pred.shape if takes_batch else pred.shape[1:]
+            want = expected if takes_batch else expected[1:]
+            raise ValueError(
+                f"predict_fn returned shape {got} for "
+                f"{'a batch' if takes_batch else 'a tile'} of shape "
+                f"{tiles.shape if takes_batch else tiles.shape[1:]}; expected {want}"
+            )
+        return pred
+
+    acc = np.zeros((out_bands, span_max, width), dtype=np.float64)
+    wsum = np.zeros((span_max, width), dtype=np.float64)
     bar = tqdm(
         total=len(row_offsets) * len(col_offsets), desc=desc, unit="tile", disable=not progress
     )
     try:
-        for ri, r0 in enumerate(row_offsets):
-            data, missing = read_rows(r0, th)
+        for gi, (g0, g1) in enumerate(groups):
+            top = row_offsets[g0]
+            span = row_offsets[g1 - 1] + th - top
+            data, missing = read_rows(top, span)
             padded = _pad_reflect(data, tile_size)
-            for ci, c0 in enumerate(col_offsets):
-                bar.update(1)
-                if missing is not None and missing[:, c0 : c0 + tw].all():
-                    continue  # every pixel of this tile is written as nodata anyway
-                tile = np.ascontiguousarray(padded[:, :, c0 : c0 + tile_size], dtype=np.float32)
-                pred = np.asarray(predict_fn(tile))
-                if pred.shape != (out_bands, tile_size, tile_size):
-                    raise ValueError(
-                        f"predict_fn returned shape {pred.shape} for a tile of shape {tile.shape}; "
-                        f"expected {(out_bands, tile_size, tile_size)}"
-                    )
-                weight = np.outer(row_w[ri], col_w[ci])
-                acc[:, :, c0 : c0 + tw] += pred[:, :th, :tw] * weight
-                wsum[:, c0 : c0 + tw] += weight
-            last = ri + 1 == len(row_offsets)
-            done = th if last else row_offsets[ri + 1] - r0
+            todo = []  # (row index, col index) of the group's tiles that need a prediction
+            for ri in range(g0, g1):
+                local = row_offsets[ri] - top
+                for ci, c0 in enumerate(col_offsets):
+                    if missing is not None and missing[local : local + th, c0 : c0 + tw].all():
+                        bar.update(1)
+                        continue  # every pixel of this tile is written as nodata anyway
+                    todo.append((ri, ci))
+            for k in range(0, len(todo), n_batch):
+                chunk = todo[k : k + n_batch]
+                tiles = np.empty((len(chunk), padded.shape[0], tile_size, tile_size), np.float32)
+                for j, (ri, ci) in enumerate(chunk):
+                    local, c0 = row_offsets[ri] - top, col_offsets[ci]
+                    tiles[j] = padded[:, local : local + tile_size, c0 : c0 + tile_size]
+                pred = run(tiles)
+                for j, (ri, ci) in enumerate(chunk):
+                    local, c0 = row_offsets[ri] - top, col_offsets[ci]
+                    weight = np.outer(row_w[ri], col_w[ci])
+                    acc[:, local : local + th, c0 : c0 + tw] += pred[j, :, :th, :tw] * weight
+                    wsum[local : local + th, c0 : c0 + tw] += weight
+                bar.update(len(chunk))
+            last = gi + 1 == len(groups)
+            done = span if last else row_offsets[g1] - top
+            values = acc[:, :done]  # divided in place: these rows are emitted, then overwritten
             with np.errstate(invalid="ignore", divide="ignore"):
-                values = acc[:, :done] / wsum[:done]
-            emit(r0, values, None if missing is None else missing[:done])
+                np.divide(values, wsum[:done], out=values)
+            emit(top, values, None if missing is None else missing[:done])
             if not last:
-                keep = th - done
-                acc[:, :keep] = acc[:, done:]
+                keep = span - done
+                acc[:, :keep] = acc[:, done:span]
                 acc[:, keep:] = 0.0
-                wsum[:keep] = wsum[done:]
+                wsum[:keep] = wsum[done:span]
                 wsum[keep:] = 0.0
     finally:
         bar.close()
@@ -118,17 +177,22 @@ def predict_array_tiled(
     overlap: int,
     blend: BlendKind = "cosine",
     progress: bool = False,
+    batch_size: BatchSize = 1,
+    batched: bool | None = None,
+    device: Any = None,
 ) -> np.ndarray:
     """Apply ``predict_fn`` tile by tile to an in-memory ``(C, H, W)`` array and blend the tiles.
 
-    Same tiling, blending and small-raster padding as :func:`sliding_window_predict`.
+    Same tiling, blending, batching and small-raster padding as :func:`sliding_window_predict`.
 
     Args:
         array: ``(C, H, W)`` input (converted to float32 for ``predict_fn``).
-        predict_fn: ``(C, t, t) float32 -> (out_bands, t, t)`` with ``t = tile_size``.
+        predict_fn: ``(C, t, t) float32 -> (out_bands, t, t)`` with ``t = tile_size``, or with
+            ``batched`` ``(B, C, t, t) -> (B, out_bands, t, t)``.
         out_bands: number of output bands.
         tile_size, overlap: see :func:`tile_windows`.
         blend: ``"cosine"``, ``"linear"`` or ``"none"`` (see :func:`blend_weights`).
+        batch_size, batched, device: see :func:`sliding_window_predict`.
 
     Returns:
         ``(out_bands, H, W)`` float32.
@@ -164,6 +228,9 @@ def predict_array_tiled(
         blend=blend,
         progress=progress,
         desc="tiles",
+        batch_size=batch_size,
+        batched=batched,
+        device=device,
     )
     return out
 
@@ -235,16 +302,23 @@ def sliding_window_predict(
     bands: Sequence[int] | None = None,
     nodata: float | None = None,
     progress: bool = True,
+    batch_size: BatchSize = 1,
+    batched: bool | None = None,
+    device: Any = None,
 ) -> Path:
     """Run ``predict_fn`` over a GeoTIFF of any size with bounded memory; write a blended GeoTIFF.
 
-    The source is read one tile row band at a time (a window of ``tile_size`` rows and the full
-    width); each tile of that band goes through ``predict_fn``; weighted predictions and weights are
-    accumulated in a buffer of ``(out_bands, tile_size, width)`` plus ``(tile_size, width)``. Rows that
-    no later tile touches are divided by their weight sum and written (windowed writes); the rows
-    shared with the next tile row move to the top of the buffer. Memory therefore grows with the width
-    but not with the height, and the whole raster is never in memory: about
-    ``tile_size * width * (C * 8 + out_bands * 16 + 8)`` bytes for float32 input.
+    The source is read one group of tile rows at a time (a window of the full width); the group's
+    tiles go through ``predict_fn`` ``N`` at a time (``batch_size``: ``N`` tiles per call when
+    ``predict_fn`` takes a batch, see below); weighted predictions and weights are accumulated in a
+    buffer of ``(out_bands, span, width)`` plus ``(span, width)``. Rows that no later tile touches are
+    divided by their weight sum and written (windowed writes); the rows shared with the next group
+    move to the top of the buffer. A group is ``max(1, N // tiles_per_row)`` tile rows, so ``span`` is
+    one tile row (``tile_size``) when a tile row holds ``N`` tiles or more. Memory therefore grows with
+    the width and ``N`` but not with the height, and the whole raster is never in memory: about
+    ``span * width * (C * 8 + out_bands * 16 + 8)`` bytes for float32 input, plus ``N`` tiles and
+    GDAL's block cache, capped at 64 MiB while the function runs.
+    The output is the same for every ``N`` (same tiles, same weights, same float64 sums).
 
     Tiles follow :func:`tile_windows`; overlapping predictions are blended with complementary ramps
     (see :func:`blend_weights`) over each tile's actual overlap with its neighbours, so an identity
@@ -261,7 +335,9 @@ def sliding_window_predict(
         out_path: output GeoTIFF (same CRS and transform, ``out_bands`` bands, DEFLATE level 1 with a
             predictor, strips of 16 rows); written to a temporary file and renamed when complete.
         predict_fn: ``(C, t, t) float32 -> (out_bands, t, t)`` with ``t = tile_size`` (numpy, or
-            anything :func:`numpy.asarray` accepts, e.g. a CPU tensor).
+            anything :func:`numpy.asarray` accepts, e.g. a CPU tensor); or, when ``batched`` (or
+            ``predict_fn.batched`` is True), ``(B, C, t, t) -> (B, out_bands, t, t)`` with
+            ``B <= N`` (e.g. :func:`eo_common.raster.batching.torch_batch_predictor`).
         out_bands: number of output bands.
         tile_size, overlap: tile side and overlap in pixels (``0 <= overlap < tile_size``).
         blend: ``"cosine"``, ``"linear"`` or ``"none"``.
@@ -270,6 +346,13 @@ def sliding_window_predict(
         nodata: output nodata value; None uses the source's nodata value. A float output of a source
             without nodata marks NaN source pixels with NaN.
         progress: show a tqdm progress bar over tiles.
+        batch_size: tiles per ``predict_fn`` call ``N`` (a batched ``predict_fn`` only; a per-tile
+            one is called once per tile), or ``"auto"``: from the free GPU memory on a CUDA
+            ``device``, :data:`~eo_common.raster.batching.AUTO_CPU_BATCH` on the CPU
+            (:func:`~eo_common.raster.batching.resolve_batch_size`).
+        batched: whether ``predict_fn`` takes a batch; None reads ``predict_fn.batched`` (default
+            False: one tile per call, as before).
+        device: where ``predict_fn`` computes, for ``batch_size="auto"`` (None: CUDA if available).
 
     Returns:
         ``Path(out_path)``.
@@ -287,7 +370,7 @@ def sliding_window_predict(
     """
     src_path, out_path = Path(src_path), Path(out_path)
     out_dtype = np.dtype(out_dtype)
-    with _open(src_path) as src:
+    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES), _open(src_path) as src:
         band_list = _check_bands(bands, src.count, src_path)
         height, width = src.height, src.width
         src_nodata = src.nodata
@@ -349,6 +432,9 @@ def sliding_window_predict(
                     blend=blend,
                     progress=progress,
                     desc=f"predict {src_path.name}",
+                    batch_size=batch_size,
+                    batched=batched,
+                    device=device,
                 )
                 writer.close()
             os.replace(tmp, out_path)

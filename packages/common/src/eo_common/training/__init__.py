@@ -27,7 +27,7 @@ A training CLI in a package::
 See ``docs/common_training.md``.
 """
 
-from .callbacks import EpochSeed, NaNGuard, NonFiniteLossError
+from .callbacks import EpochSeed, NaNGuard, NonFiniteLossError, PlateauResume
 from .config import PRECISIONS, TrainConfig, add_training_args, parse_devices
 from .legacy_run import (
     ResumeError,
@@ -59,6 +59,7 @@ __all__ = [
     "NaNGuard",
     "NonFiniteLossError",
     "EpochSeed",
+    "PlateauResume",
     "add_training_args",
     "TrainConfig",
     "PRECISIONS",

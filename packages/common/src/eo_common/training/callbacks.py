@@ -1,4 +1,5 @@
-"""Callbacks: the NaN/inf guard and the per-epoch reseed that makes resumed runs exact."""
+"""Callbacks: the NaN/inf guard, and the per-epoch reseed and plateau-step repair that make resumed
+runs exact."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch.optim import Optimizer
 from ..errors import NonFiniteRunError
 from .seeding import _reseed_all, derive_seed
 
-__all__ = ["NaNGuard", "NonFiniteLossError", "EpochSeed"]
+__all__ = ["NaNGuard", "NonFiniteLossError", "EpochSeed", "PlateauResume"]
 
 
 class NonFiniteLossError(NonFiniteRunError):
@@ -282,3 +283,81 @@ class EpochSeed(L.Callback):
         data_fetcher = getattr(fit_loop, "_data_fetcher", None)
         if not iterator_recreated_by_lightning and data_fetcher is not None:
             iter(data_fetcher)
+
+
+class PlateauResume(L.Callback):
+    """Makes a ``ReduceLROnPlateau`` schedule resume exactly where an uninterrupted run would be.
+
+    Lightning steps a plateau schedule at the very end of an epoch, *after* validation, where the
+    checkpoint (``last.ckpt``, written by ``ModelCheckpoint`` when validation ends) has already been
+    saved; and when a run resumes from such a checkpoint Lightning skips that step, because the
+    monitored value is not in the checkpoint. The resumed schedule is then one step behind: its
+    ``last_epoch`` is one less and the last epoch's metric never reached ``best`` /
+    ``num_bad_epochs``, so learning-rate cuts come an epoch late.
+
+    This callback stores the monitored value in the checkpoint when the plateau step of the current
+    epoch is still due (the epoch's last training batch is done, the schedule has not yet been
+    stepped for it), and applies that step when the run resumes (``on_train_start``, after the
+    scheduler state is restored). If a resumed epoch ends while Lightning still counts as restarting
+    (a checkpoint from mid-epoch), it performs the epoch-end step Lightning leaves out. Only
+    epoch-interval plateau schedules with frequency 1 are touched.
+
+    Example:
+        >>> trainer = L.Trainer(callbacks=[PlateauResume()])  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Any] | None = None
+
+    @staticmethod
+    def _plateau(trainer: L.Trainer) -> Any:
+        from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+        for config in trainer.lr_scheduler_configs:
+            if (
+                isinstance(config.scheduler, ReduceLROnPlateau)
+                and config.interval == "epoch"
+                and config.frequency == 1
+                and config.monitor
+            ):
+                return config
+        return None
+
+    def _monitor_value(self, trainer: L.Trainer, key: str) -> float | None:
+        value = trainer.callback_metrics.get(key)
+        return None if value is None else float(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        trainer = getattr(self, "_trainer", None)
+        config = self._plateau(trainer) if trainer is not None else None
+        # due: the epoch's training is complete (its validation has run) but not yet its plateau step
+        if config is None or not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return {"pending": None}
+        value = self._monitor_value(trainer, config.monitor)
+        due = config.scheduler.last_epoch == trainer.current_epoch
+        pending = (
+            {"epoch": trainer.current_epoch, "value": value} if due and value is not None else None
+        )
+        return {"pending": pending}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.pending = state_dict.get("pending")
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pending, self.pending = self.pending, None
+        config = self._plateau(trainer)
+        if pending is None or config is None:
+            return
+        if config.scheduler.last_epoch == pending["epoch"]:
+            config.scheduler.step(pending["value"])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        config = self._plateau(trainer)
+        if config is None or not trainer.fit_loop.restarting:
+            return  # Lightning performs the step itself
+        value = self._monitor_value(trainer, config.monitor)
+        if value is not None and config.scheduler.last_epoch == trainer.current_epoch:
+            config.scheduler.step(value)
