@@ -51,12 +51,12 @@ def timed(argv: list[str]) -> float:
     return seconds
 
 
-def sweep_file(folder: Path, name: str, lrs: list[float], epochs: int) -> Path:
+def sweep_file(folder: Path, name: str, lrs: list[float], epochs: int, threads: int) -> Path:
     path = folder / f"{name}.yaml"
     data = {
         "name": name,
         "command": "eolab_sweep_toys:fit",
-        "base": {"optim.epochs": epochs, "data.samples": 4096},
+        "base": {"optim.epochs": epochs, "data.samples": 4096, "run.threads": threads},
         "variants": {f"lr{i}": {"optim.lr": lr} for i, lr in enumerate(lrs)},
         "objective": {"metric": "val/loss", "direction": "minimize"},
     }
@@ -68,14 +68,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: default)")
     args = parser.parse_args()
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="eolab-sweep-bench-"))
     python = sys.executable
     by_hand, one_trial, one_worker, two_workers = [], [], [], []
     try:
-        single = sweep_file(work, "single", [0.05], args.epochs)
-        double = sweep_file(work, "double", [0.05, 0.02], args.epochs)
+        single = sweep_file(work, "single", [0.05], args.epochs, args.threads)
+        double = sweep_file(work, "double", [0.05, 0.02], args.epochs, args.threads)
         for i in range(args.repeats):
             by_hand.append(
                 timed(
@@ -150,7 +151,8 @@ def main() -> None:
     cpu = {k: med(CPU[i::4]) for i, k in enumerate(("hand", "one", "w1", "w2"))}
     load_after = os.getloadavg()
     print(f"\nmachine: {os.cpu_count()} cores; load average before {load_before[0]:.2f}, "
-          f"after {load_after[0]:.2f}; {args.repeats} repeats, toy-fit {args.epochs} epochs")  # fmt: skip
+          f"after {load_after[0]:.2f}; {args.repeats} repeats, toy-fit {args.epochs} epochs, "
+          f"threads {args.threads or 'torch default'}")  # fmt: skip
     print(f"CPU seconds (median, process trees): by hand {cpu['hand']:.1f}, one-trial sweep "
           f"{cpu['one']:.1f} (overhead {cpu['one'] - cpu['hand']:+.1f}), 2 trials 1 worker "
           f"{cpu['w1']:.1f}, 2 workers {cpu['w2']:.1f}")  # fmt: skip
