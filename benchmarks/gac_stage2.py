@@ -21,86 +21,21 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
 
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def tensor_bytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
-
-
-def weight_bytes(model: torch.nn.Module) -> int:
-    total = sum(tensor_bytes(p) for p in model.parameters())
-    for (
-        m
-    ) in model.modules():  # bitsandbytes int8 layers keep their row scales beside the int8 weight
-        scb = getattr(getattr(m, "weight", None), "SCB", None)
-        if isinstance(scb, torch.Tensor):
-            total += tensor_bytes(scb)
-    return total + sum(tensor_bytes(b) for b in model.buffers())
-
-
-def optimizer_bytes(opt: torch.optim.Optimizer) -> int:
-    return sum(
-        tensor_bytes(v)
-        for s in opt.state.values()
-        for v in s.values()
-        if isinstance(v, torch.Tensor)
-    )
-
-
 def run_config(name: str, backbone: str, rank: int, lora: bool, int8: bool, optim8: bool, full: bool,
                batch: int, steps: int, device: str) -> dict:  # fmt: skip
-    from gac_pipeline.losses import build_stage2_loss
-    from gac_pipeline.model import Stage2Config, Stage2Refiner
+    from gac_pipeline.benchmark import stage2_step_benchmark
 
-    model = Stage2Refiner(
-        Stage2Config(
-            backbone=backbone, lora_rank=rank, use_lora=lora, load_in_8bit=int8, init_seed=0
-        )
-    ).to(device)
-    if full:
-        model.backbone.requires_grad_(True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if optim8:
-        import bitsandbytes as bnb
-
-        opt = bnb.optim.AdamW8bit(params, lr=1e-4)
-    else:
-        opt = torch.optim.AdamW(params, lr=1e-4)
-    loss_fn = build_stage2_loss(lpips_weight=0.0).to(device)
-    x = torch.rand(batch, 12, 120, 120, device=device)
-    y = torch.rand(batch, 12, 120, 120, device=device)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i in range(steps + 1):
-        t = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss, _ = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i > 0:
-            times.append(time.perf_counter() - t)
-    out = {
-        "name": name,
-        "trainable": sum(p.numel() for p in params),
-        "total": sum(p.numel() for p in model.parameters()),
-        "step_s": statistics.median(times),
-        "weights_mb": weight_bytes(model) / 2**20,
-        "grads_mb": sum(tensor_bytes(p) for p in params) / 2**20,
-        "optim_mb": optimizer_bytes(opt) / 2**20,
-    }
-    out["state_mb"] = out["weights_mb"] + out["grads_mb"] + out["optim_mb"]
-    if device == "cuda":
-        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return out
+    r = stage2_step_benchmark(
+        backbone, lora=lora, rank=rank, int8=int8, optim8=optim8, full=full, batch=batch,
+        steps=steps, device=device,
+    )  # fmt: skip
+    return {"name": name, **r}
 
 
 def main() -> None:
@@ -133,7 +68,7 @@ def main() -> None:
                                device=device, **kw))  # fmt: skip
         r = rows[-1]
         print(f"{name}: {r['step_s']:.2f} s/step, trainable {r['trainable']:,}/{r['total']:,}, "
-              f"state {r['state_mb']:.0f} MiB", flush=True)  # fmt: skip
+              f"state {r['state_mib']:.0f} MiB", flush=True)  # fmt: skip
     base = rows[0]
     print(
         f"\n{args.backbone}, batch {args.batch_size} x 12 x 120 x 120, median of {args.steps} steps"
@@ -144,8 +79,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['name']} | {r['trainable']:,} | {r['step_s']:.2f} | {r['step_s'] / base['step_s']:.2f} | "
-              f"{r['weights_mb']:.0f} | {r['grads_mb']:.1f} | {r['optim_mb']:.1f} | {r['state_mb']:.0f} | "
-              f"{r['state_mb'] / base['state_mb']:.2f} |")  # fmt: skip
+              f"{r['weights_mib']:.0f} | {r['grads_mib']:.1f} | {r['optim_mib']:.1f} | {r['state_mib']:.0f} | "
+              f"{r['state_mib'] / base['state_mib']:.2f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

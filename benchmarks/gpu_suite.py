@@ -12,9 +12,9 @@ rest still run):
 4. sliding-window tiles/s: a ResNet-18 U-Net through ``predict_array_tiled``, one tile per call vs
    ``batch_size="auto"`` (N from the free GPU memory);
 5. stage 1 tiles/s: ``terramind_v1_base_generate`` at 10 diffusion steps
-   (``gac_pipeline.model.build_generator``, random weights: the cost does not depend on them), one
+   (``gac_pipeline.generator.build_generator``, random weights: the cost does not depend on them), one
    tile vs a batch, and the projection to 200,000 tiles against the seed's 28 h on an RTX 4050;
-6. stage 2 step time and memory with LoRA + int8 (``gac_pipeline.model.Stage2Refiner``).
+6. stage 2 step time and memory with LoRA + int8 (``gac_pipeline.benchmark.stage2_step_benchmark``).
 
 ``--tiny`` runs everything on CPU-sized inputs (32-64 px, 1 step, TerraMind tiny at 1 step on 64 px,
 the tiny Prithvi backbone, no ``torch.compile``) so the test suite can run the script in about a minute; its
@@ -258,61 +258,57 @@ def sliding_window(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
 
 
 def stage1(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
-    from gac_pipeline.model import build_generator, generate_optical
+    from gac_pipeline.benchmark import generation_benchmark
+    from gac_pipeline.generator import build_generator
 
     t0 = time.perf_counter()
-    gen = build_generator(sz.terramind, random_init=True, timesteps=sz.terramind_steps).to(device)
+    gen = build_generator(sz.terramind, random_init=True, timesteps=sz.terramind_steps)
     built = time.perf_counter() - t0
     rows = [(f"stage 1 build terramind_v1_{sz.terramind}_generate", f"{built:.1f} s")]
-    size = sz.s1_size
-    for b in (1, sz.s1_batch):
-        x = torch.randn(b, 2, size, size) * 4 - 14
-        sec = timed(
-            lambda x=x: generate_optical(gen, x, timesteps=sz.terramind_steps, seed=0),
-            sz.steps,
-            device,
+    precisions = ["32", "bf16-mixed"] if device.type == "cuda" else ["32"]
+    for precision in precisions:
+        res = generation_benchmark(
+            sz.terramind,
+            batch_sizes=(1, sz.s1_batch),
+            timesteps=sz.terramind_steps,
+            precision=precision,
+            device=str(device),
+            repeats=sz.steps,
+            tile=sz.s1_size,
+            generator=gen,
         )
-        rate = b / sec
-        hours = STAGE1_TILES / rate / 3600
-        rows.append((
-            f"stage 1 {sz.terramind}, {sz.terramind_steps} steps, batch {b}",
-            f"{rate:.3g} tiles/s ({size} px) -> 200k tiles in {hours:.1f} h (seed: {SEED_STAGE1_HOURS:.0f} h, "
-            f"{SEED_STAGE1_HOURS / hours:.1f}x)",
-        ))  # fmt: skip
+        for b, rate in res["tiles_per_s"].items():
+            hours = STAGE1_TILES / rate / 3600
+            rows.append((
+                f"stage 1 {sz.terramind}, {sz.terramind_steps} steps, batch {b}, {precision}",
+                f"{rate:.3g} tiles/s ({sz.s1_size} px) -> 200k tiles in {hours:.1f} h (seed: "
+                f"{SEED_STAGE1_HOURS:.0f} h, {SEED_STAGE1_HOURS / hours:.1f}x)",
+            ))  # fmt: skip
     return rows
 
 
 def stage2(sz: Sizes, device: torch.device) -> list[tuple[str, str]]:
-    from gac_pipeline.model import Stage2Config, Stage2Refiner
+    from gac_pipeline.benchmark import stage2_step_benchmark
 
     torch.manual_seed(0)
-    model = Stage2Refiner(Stage2Config(backbone=sz.prithvi, lora_rank=8, load_in_8bit=True)).to(
-        device
+    res = stage2_step_benchmark(
+        sz.prithvi,
+        lora=True,
+        rank=8,
+        int8=True,
+        batch=sz.s2_batch,
+        steps=sz.steps,
+        device=str(device),
     )
-    x = torch.rand(sz.s2_batch, 12, 120, 120, device=device)
-    y = torch.rand(sz.s2_batch, 12, 120, 120, device=device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = (model(x, None) - y).abs().mean()
-        loss.backward()
-        opt.step()
-
-    sec = timed(step, sz.steps, device)
     mem = (
-        f"peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB allocated"
-        if device.type == "cuda"
-        else "GPU memory: n/a on CPU"
+        f"peak {res['cuda_peak_mib']:.0f} MiB allocated"
+        if "cuda_peak_mib" in res
+        else f"model state {res['state_mib']:.0f} MiB (GPU memory: n/a on CPU)"
     )
-    trainable = sum(p.numel() for p in params)
     return [
         (
             f"stage 2 {sz.prithvi} LoRA r8 + int8",
-            f"{sec:.3f} s/step, batch {sz.s2_batch}, {trainable:,} trainable, {mem}",
+            f"{res['step_s']:.3f} s/step, batch {sz.s2_batch}, {res['trainable']:,} trainable, {mem}",
         )
     ]
 

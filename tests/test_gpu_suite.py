@@ -30,7 +30,7 @@ def test_gpu_suite_tiny_runs_every_section_on_cpu():
         "| cr-train fp32 ", "| cr-train bf16-mixed ", "| cr-train channels-last ",
         "| cr-train torch.compile ", "| cr-predict ", "| glacier-train ", "| risk-train ",
         "| sliding window, 1 tile per call ", "| sliding window, auto = 2 tiles per call ",
-        "| stage 1 tiny, 1 steps, batch 1 ", "| stage 2 prithvi_eo_tiny LoRA r8 + int8 ",
+        "| stage 1 tiny, 1 steps, batch 1, 32 ", "| stage 2 prithvi_eo_tiny LoRA r8 + int8 ",
     ):  # fmt: skip
         assert figure in out, figure
     assert "samples/s" in out and "Mpx/s" in out and "tiles/s" in out and "s/step" in out

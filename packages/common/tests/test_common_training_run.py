@@ -288,13 +288,16 @@ def test_build_trainer_passes_the_flags_to_lightning(tmp_path):
     assert trainer.precision == "bf16-mixed"
     assert trainer.max_epochs == 9 and trainer.num_devices == 1 and trainer.num_nodes == 1
     callbacks = {type(cb): cb for cb in trainer.callbacks}
-    ckpt = callbacks[ModelCheckpoint]
+    ckpts = {cb.filename: cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)}
+    ckpt = ckpts["best"]
     assert (ckpt.monitor, ckpt.mode, Path(ckpt.dirpath)) == (
         "val/mcc",
         "max",
         run_dir / "checkpoints",
     )
-    assert ckpt.save_last and ckpt.filename == "best"
+    # last.ckpt at every validation, whether or not best.ckpt improved (Lightning 2.6's save_last
+    # refreshes it only on improvement)
+    assert ckpts["last"].monitor is None and Path(ckpts["last"].dirpath) == run_dir / "checkpoints"
     stop = callbacks[EarlyStopping]
     assert (stop.monitor, stop.patience, stop.mode) == ("val/mcc", 4, "max")
     assert callbacks[NaNGuard].max_bad_steps == 7

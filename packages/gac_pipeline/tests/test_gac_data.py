@@ -11,12 +11,11 @@ from gac_pipeline.data import (
     BadTileError,
     PairedTileDataset,
     build_catalogue,
-    crop_padding,
     load_catalogue,
-    pad_to_multiple,
     read_tile,
     save_catalogue,
 )
+from gac_pipeline.model import crop_padding, pad_to_multiple
 
 
 def test_catalogue_splits_order_and_roundtrip(fake_benv2, tmp_path):
@@ -105,9 +104,52 @@ def test_pad_120_to_128_reflects():
     assert padded[0, 0, 0, :4].tolist() == [4.0, 3.0, 2.0, 1.0]  # reflection, not zeros
 
 
+def test_nan_and_inf_in_sar_are_missing_one_way(fake_benv2, tmp_path):
+    """NaN, +inf, -inf and the nodata value are missing: filled with the band's mean of finite pixels."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(fake_benv2, root)
+    record = build_catalogue(root)[0]
+    with rasterio.open(record.s1_band_path("VV"), "r+") as dst:
+        clean = dst.read(1)
+        vv = clean.copy()
+        vv[5, 5], vv[6, 7], vv[50, 60] = np.inf, -np.inf, np.nan
+        dst.write(vv, 1)
+    tile = read_tile(record)
+    assert np.isfinite(tile.s1).all()
+    keep = np.ones(vv.shape, bool)
+    keep[5, 5] = keep[6, 7] = keep[50, 60] = False
+    expected_fill = np.float32(clean[keep].astype(np.float32).mean())
+    for y, x in ((5, 5), (6, 7), (50, 60)):
+        assert tile.s1[0, y, x] == pytest.approx(expected_fill, rel=1e-6)
+    np.testing.assert_array_equal(tile.s1[0][keep], clean[keep])
+    with rasterio.open(record.s1_band_path("VH"), "r+") as dst:  # a band with nothing finite
+        dst.write(np.full((1, 120, 120), np.inf, np.float32))
+    with pytest.raises(BadTileError, match=r"no finite pixel.*VH\.tif"):
+        read_tile(record)
+
+
+def test_sar_and_optical_in_different_crs_are_refused(fake_benv2, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(fake_benv2, root)
+    record = build_catalogue(root)[0]
+    for band in ("VV", "VH"):
+        path = record.s1_band_path(band)
+        with rasterio.open(path) as src:
+            profile, data = src.profile, src.read()
+        profile.update(crs="EPSG:32632")
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
+    with pytest.raises(BadTileError, match="EPSG:32632 but S2 in EPSG:3263"):
+        read_tile(record)
+
+
 def test_paired_dataset_skips_tiles_without_stage1(fake_benv2, tmp_path):
     records = build_catalogue(fake_benv2)
-    with pytest.raises(ValueError, match="no usable tiles"):
+    with pytest.raises(ValueError, match="no usable tiles"):  # an InputError
         PairedTileDataset(records, tmp_path / "nothing")
     ds = PairedTileDataset(records, None)
     item = ds[0]

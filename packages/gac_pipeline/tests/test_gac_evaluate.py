@@ -7,24 +7,54 @@ import pytest
 import torch
 from gac_pipeline.data import S2_BANDS
 from gac_pipeline.evaluate import (
+    OPTICAL_EDGE_BANDS,
+    SAREdgeAgreement,
     StageMetrics,
     edge_map_disagreement,
     lee_filter,
     markdown_table,
     sar_edge_disagreement,
 )
-from gac_pipeline.losses import CycleLoss, LPIPSLoss, MSSSIMLoss, build_stage2_loss
+from gac_pipeline.losses import (
+    MSSSIM_BETAS,
+    CycleLoss,
+    LPIPSLoss,
+    MSSSIMLoss,
+    SAREdgeLoss,
+    build_stage2_loss,
+)
 from gac_pipeline.model import CycleSARPredictor
 from scipy import ndimage
 
 
 def _lee_reference(img: np.ndarray, window: int = 5) -> np.ndarray:
-    """Lee filter written with scipy.ndimage (mirror border = torch's reflect padding)."""
-    mean = ndimage.uniform_filter(img, window, mode="mirror")
-    mean_sq = ndimage.uniform_filter(img * img, window, mode="mirror")
+    """Lee filter written with scipy.ndimage (mirror border = torch's reflect padding); missing
+    (non-finite) pixels take no part: normalised box filter over the valid pixels."""
+    valid = np.isfinite(img)
+    x0 = np.where(valid, img, 0.0)
+    count = ndimage.uniform_filter(valid.astype(float), window, mode="mirror")
+    mean = ndimage.uniform_filter(x0, window, mode="mirror") / count
+    mean_sq = ndimage.uniform_filter(x0 * x0, window, mode="mirror") / count
     var = np.clip(mean_sq - mean * mean, 0, None)
-    weight = var / (var + var.mean() + 1e-12)
-    return mean + weight * (img - mean)
+    weight = var / (var + var[valid].mean() + 1e-12)
+    return np.where(valid, mean + weight * (x0 - mean), mean)
+
+
+def _edge_score_reference(optical_mean: np.ndarray, sar_mean: np.ndarray, border: int = 2) -> float:
+    """(1 - r) / 2 of Sobel magnitudes (scipy) over pixels whose 3x3 neighbourhood is valid."""
+    valid = np.isfinite(sar_mean) & np.isfinite(optical_mean)
+    sar = _lee_reference(sar_mean)
+    opt = np.where(np.isfinite(optical_mean), optical_mean, 0.0)
+
+    def edges(img):
+        gx = ndimage.sobel(img, axis=1, mode="nearest")
+        gy = ndimage.sobel(img, axis=0, mode="nearest")
+        return np.sqrt(gx**2 + gy**2 + 1e-12)
+
+    usable = ndimage.binary_erosion(valid, np.ones((3, 3)), border_value=1)
+    usable[:border], usable[-border:], usable[:, :border], usable[:, -border:] = (False,) * 4
+    r = np.corrcoef(edges(opt)[usable], edges(sar)[usable])[0, 1]
+    return (1 - r) / 2
 
 
 def test_lee_filter_matches_scipy_reference():
@@ -74,6 +104,43 @@ def test_identical_edges_score_best():
     assert abs(unrelated - 0.5) < 0.1 and flat == pytest.approx(0.5)
 
 
+def test_one_missing_sar_pixel_is_left_out_not_a_score_of_half():
+    """One NaN SAR pixel of 14,400 used to make the score exactly 0.5 (the Lee noise estimate went NaN)."""
+    rng = np.random.default_rng(3)
+    structure = np.kron(rng.random((12, 12)), np.ones((10, 10))).astype(np.float32)  # 120 x 120
+    optical, sar = _optical(structure), _sar(structure, speckle=0.1)
+    clean = float(sar_edge_disagreement(optical, sar))
+    sar[0, :, 60, 61] = float("nan")  # one pixel of the tile (both polarisations)
+    with_nan = float(sar_edge_disagreement(optical, sar))
+    assert with_nan != 0.5 and abs(with_nan - clean) < 0.01
+    expected = _edge_score_reference(
+        optical[0, list(OPTICAL_EDGE_BANDS)].double().mean(0).numpy(),
+        sar[0].double().mean(0).numpy(),
+    )
+    assert with_nan == pytest.approx(expected, abs=1e-5)  # the documented rule, by hand (SciPy)
+    # +-inf counts as missing too, and so do missing optical pixels
+    sar[0, :, 10, 10], optical[0, :, 30, 30] = float("inf"), float("-inf")
+    both = float(sar_edge_disagreement(optical, sar))
+    assert abs(both - clean) < 0.01
+    # a tile with no usable pixel has no score: left out of the split mean and of the loss
+    empty = torch.full_like(sar, float("nan"))
+    assert torch.isnan(sar_edge_disagreement(optical, empty)).all()
+    metric = SAREdgeAgreement()
+    metric.update(torch.cat([optical, optical]), torch.cat([sar, empty]))
+    assert float(metric.compute()) == pytest.approx(both, abs=1e-6) and int(metric.undefined) == 1
+    assert float(SAREdgeLoss()(torch.cat([optical, optical]), torch.cat([sar, empty]))) == (
+        pytest.approx(both, abs=1e-6)
+    )
+
+
+def test_lee_filter_with_missing_pixels_matches_reference():
+    rng = np.random.default_rng(1)
+    img = rng.gamma(4.0, 0.25, size=(30, 40))
+    img[3, 4] = img[20, 21] = np.nan
+    ours = lee_filter(torch.from_numpy(img)[None, None]).numpy()[0, 0]
+    np.testing.assert_allclose(ours, _lee_reference(img), rtol=1e-6, atol=1e-9)
+
+
 def test_edge_score_survives_speckle_and_has_gradients():
     clean = float(sar_edge_disagreement(_optical(_scene()), _sar(_scene())))
     speckled = float(sar_edge_disagreement(_optical(_scene()), _sar(_scene(), speckle=0.15)))
@@ -98,14 +165,25 @@ def test_msssim_loss_zero_for_identical_and_grows_with_noise():
     from torchmetrics.functional.image import (
         multiscale_structural_similarity_index_measure as msssim,
     )
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
     x = torch.rand(2, 12, 120, 120)
     y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
     loss = MSSSIMLoss()
     assert float(loss(x, x)) == pytest.approx(0.0, abs=1e-5)
-    expected = 1 - msssim(y, x, data_range=1.0, betas=(0.0448, 0.2856, 0.3001), normalize="relu")
+    betas = (0.0448 / 0.6305, 0.2856 / 0.6305, 0.3001 / 0.6305)  # renormalised: sum 1 (documented)
+    assert sum(MSSSIM_BETAS) == pytest.approx(1.0) and MSSSIM_BETAS == pytest.approx(betas)
+    expected = 1 - msssim(y, x, data_range=1.0, betas=betas, normalize="relu")
     assert float(loss(y, x)) == pytest.approx(float(expected), rel=1e-5)
     assert float(loss(y, x)) > 0.01
+    # by hand: two flat images differ only in luminance l (contrast-structure is 1 at every scale),
+    # so MS-SSIM = l ** beta_3 with the last exponent, 0.3001 / 0.6305 once renormalised (not 0.3001)
+    flat = torch.full((1, 1, 120, 120), 0.5)
+    shifted = flat + 0.1
+    lum = float(ssim(shifted, flat, data_range=1.0, gaussian_kernel=True, kernel_size=11))
+    c1 = 0.01**2
+    assert lum == pytest.approx((2 * 0.5 * 0.6 + c1) / (0.5**2 + 0.6**2 + c1), rel=1e-5)
+    assert 1 - float(loss(shifted, flat)) == pytest.approx(lum ** (0.3001 / 0.6305), rel=1e-5)
 
 
 def test_lpips_from_local_file_and_off_without(tmp_path):

@@ -1,8 +1,11 @@
 """Loss terms of stages 2 and 3 (each an ``nn.Module``, combined by :class:`eo_common.losses.WeightedSum`).
 
 * Stage 2: ``w_l1 * L1 + w_msssim * (1 - MS-SSIM) + w_lpips * LPIPS`` on opt_v2 vs the real S2.
-  MS-SSIM uses three scales (120 px tiles are too small for the usual five with an 11 px window),
-  weights (0.0448, 0.2856, 0.3001) renormalised by torchmetrics, data_range 1, ReLU-normalised
+  MS-SSIM uses three scales (120 px tiles are too small for the usual five with an 11 px window):
+  the first three of the standard exponents (0.0448, 0.2856, 0.3001), **renormalised here to sum 1**
+  (:data:`MSSSIM_BETAS`, 0.0711, 0.4530, 0.4760) before they go to torchmetrics, which uses exponents
+  as given; so MS-SSIM is 1 for identical images and a proper weighted geometric mean of the scales
+  otherwise (exponents summing to 0.63 would shrink ``1 - MS-SSIM``). data_range 1, ReLU-normalised
   contrast terms (stable early in training). LPIPS runs on B04, B03, B02 with backbone weights from a
   local file (:func:`eo_common.metrics.build_lpips`); without a file the term is off and the run log
   says so.
@@ -15,8 +18,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import torch
 from eo_common.losses import L1Loss, WeightedSum
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -33,7 +38,14 @@ __all__ = [
     "build_stage3_loss",
 ]
 
-MSSSIM_BETAS = (0.0448, 0.2856, 0.3001)
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+_STANDARD_BETAS = (0.0448, 0.2856, 0.3001)  # Wang et al. 2003, the first three of five scales
+MSSSIM_BETAS = tuple(b / sum(_STANDARD_BETAS) for b in _STANDARD_BETAS)
+"""Exponents of the three MS-SSIM scales, summing to 1."""
 
 
 class MSSSIMLoss(nn.Module):
@@ -80,10 +92,18 @@ class LPIPSLoss(nn.Module):
 
 
 class SAREdgeLoss(nn.Module):
-    """Mean SAR-edge disagreement of an optical image with the SAR (see :mod:`gac_pipeline.evaluate`)."""
+    """Mean SAR-edge disagreement of an optical image with the SAR (see :mod:`gac_pipeline.evaluate`).
+
+    Tiles whose score is undefined (NaN: no usable pixels, e.g. the SAR entirely missing) are left out
+    of the mean; a batch of only such tiles gives 0 (the term has nothing to say about them).
+    """
 
     def forward(self, pred: Tensor, s1: Tensor) -> Tensor:
-        return sar_edge_disagreement(pred, s1).mean()
+        scores = sar_edge_disagreement(pred, s1)
+        finite = torch.isfinite(scores)
+        if not bool(finite.any()):
+            return pred.new_zeros(())
+        return scores[finite].mean()
 
 
 class CycleLoss(nn.Module):
@@ -111,7 +131,7 @@ def build_stage2_loss(
     msssim_weight: float = 0.2,
     lpips_weight: float = 0.1,
     lpips_weights: str | Path | None = None,
-    log=print,
+    log=None,
 ) -> WeightedSum:
     """``WeightedSum`` of L1, MS-SSIM and (only with a local weights file) LPIPS."""
     terms: dict[str, tuple[nn.Module, float]] = {
@@ -121,8 +141,8 @@ def build_stage2_loss(
     if lpips_weights is not None and lpips_weight > 0:
         terms["lpips"] = (LPIPSLoss(lpips_weights), lpips_weight)
     elif lpips_weight > 0:
-        log(
-            "LPIPS loss term is OFF: no --lpips-weights file given (its ImageNet backbone cannot be downloaded)"
+        (log or _stderr)(
+            "LPIPS loss term is OFF: no --lpips_weights file given (its ImageNet backbone cannot be downloaded)"
         )
     return WeightedSum(terms)
 

@@ -1,8 +1,6 @@
-"""Networks of the three stages, all built by registry name from terratorch.
+"""Networks of the three stages, all built by registry name from terratorch, and their weight sources.
 
-* Stage 1: ``terramind_v1_{size}_generate`` (terratorch ``FULL_MODEL_REGISTRY``), S1GRD in, S2L2A out.
-  Generation samples discrete tokens and then runs a diffusion decoder, so no gradient flows through
-  it: it is used frozen, for precomputation only (:func:`build_generator`, :func:`generate_optical`).
+* Stage 1: ``terramind_v1_{size}_generate``, see :mod:`gac_pipeline.generator`.
 * Stage 2: :class:`Stage2Refiner`: a Prithvi-EO backbone (``BACKBONE_REGISTRY``, default
   ``prithvi_eo_v2_300``) on the 6 HLS bands of opt_v1, LoRA on its attention projections, optional int8
   frozen linear layers (bitsandbytes), and a trainable upsampling head that predicts a residual for all 12
@@ -13,22 +11,28 @@
   cycle-consistency loss.
 
 Frozen random-init backbones (tests, demo) are re-created exactly from ``init_seed``, so checkpoints only
-hold what was trained (LoRA adapters and heads).
+hold what was trained (LoRA adapters and heads). Weight files are checked, never trusted: a local
+TerraMind file must hold every weight of the model (:func:`load_full_state_dict`), hub weights that are
+not published or not reachable give one clear error.
 """
 
 from __future__ import annotations
 
-import random
-import re
-import warnings
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
+from eo_common.errors import CheckpointError, InputError
 from torch import nn
 
-from gac_pipeline.data import PRITHVI_BAND_INDICES, crop_padding, pad_to_multiple
+from gac_pipeline.config import DEFAULT_STAGE2_LORA_TARGETS, PRITHVI_BACKBONES, TERRAMIND_SIZES
+from gac_pipeline.data import PRITHVI_BAND_INDICES
+from gac_pipeline.lora import apply_lora, quantize_linear_8bit
 
 __all__ = [
     "TERRAMIND_SIZES",
@@ -36,228 +40,138 @@ __all__ = [
     "DEFAULT_STAGE2_LORA_TARGETS",
     "STAGE3_LORA_TARGETS_ALL",
     "STAGE3_LORA_TARGETS_CROSS",
-    "build_generator",
-    "generate_optical",
-    "tile_seed",
-    "quantize_linear_8bit",
-    "apply_lora",
-    "lora_parameter_count",
-    "trainable_state_dict",
-    "merge_lora",
+    "pad_to_multiple",
+    "crop_padding",
+    "read_state_dict",
+    "load_full_state_dict",
+    "hub_errors",
+    "build_prithvi",
+    "build_terramind_encoder",
     "UpsamplingHead",
-    "Stage2Config",
+    "RefinerConfig",
     "Stage2Refiner",
-    "Stage3Config",
+    "GrounderConfig",
     "Stage3Grounder",
     "CycleSARPredictor",
 ]
 
-# bitsandbytes warns on every int8 matmul of a float32 input (it computes in float16); once is enough
-warnings.filterwarnings("once", message="MatMul8bitLt: inputs will be cast")
-
-GENERATOR_MULTIPLE = 32
-"""Tile sides fed to the generate model are padded to a multiple of this (its diffusion U-Net needs 32)."""
-TERRAMIND_SIZES = ("tiny", "small", "base", "large")
-PRITHVI_BACKBONES = (
-    "prithvi_eo_tiny",
-    "prithvi_eo_v1_100",
-    "prithvi_eo_v2_tiny_tl",
-    "prithvi_eo_v2_100_tl",
-    "prithvi_eo_v2_300",
-    "prithvi_eo_v2_300_tl",
-    "prithvi_eo_v2_600",
-    "prithvi_eo_v2_600_tl",
-)
-DEFAULT_STAGE2_LORA_TARGETS = r".*blocks\.\d+\.attn\.(qkv|proj)"
-"""Prithvi attention projections only; a bare ``'proj'`` would also hit the Conv3d patch embedding."""
 STAGE3_LORA_TARGETS_ALL = r".*encoder\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2|fc3))"
 STAGE3_LORA_TARGETS_CROSS = r".*encoder\.\d+\.attn\.(qkv|proj)"
 """TerraMind fuses modalities by joint self-attention over the concatenated S1 and S2 tokens; the attention
 projections are the only layers where tokens of one modality read the other (the MLPs are per token)."""
 
 
-# --------------------------------------------------------------------------------------------------
-# stage 1: TerraMind generation (frozen)
-# --------------------------------------------------------------------------------------------------
-def build_generator(
-    size: str = "base",
-    *,
-    checkpoint: str | Path | None = None,
-    pretrained: bool = False,
-    random_init: bool = False,
-    timesteps: int = 10,
-    init_seed: int = 0,
-) -> nn.Module:
-    """Build ``terramind_v1_{size}_generate`` (S1GRD -> S2L2A, ``standardize=True``) in eval mode.
+def pad_to_multiple(
+    x: torch.Tensor, multiple: int = 16, mode: str = "reflect"
+) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Pad the last two dims of ``x`` (B, C, H, W) symmetrically up to a multiple of ``multiple``.
 
-    Exactly one weight source must be chosen: ``checkpoint`` (a local state dict), ``pretrained`` (the
-    Hugging Face hub, online users) or ``random_init`` (tests and demos: the images are meaningless; the
-    zero-initialised output layers of the diffusion decoder get small random weights so that outputs vary
-    with the input and seed instead of being one constant image).
-
-    Raises:
-        ValueError: unknown size or not exactly one weight source.
-        FileNotFoundError: the checkpoint file does not exist.
-    """
-    from terratorch.registry import FULL_MODEL_REGISTRY
-
-    if size not in TERRAMIND_SIZES:
-        raise ValueError(f"model size must be one of {', '.join(TERRAMIND_SIZES)}, got {size!r}")
-    sources = sum([checkpoint is not None, bool(pretrained), bool(random_init)])
-    if sources != 1:
-        raise ValueError("choose exactly one of --checkpoint PATH, --pretrained, --random-init")
-    if checkpoint is not None and not Path(checkpoint).exists():
-        raise FileNotFoundError(f"{checkpoint}: TerraMind checkpoint not found")
-    torch.manual_seed(init_seed)
-    model = FULL_MODEL_REGISTRY.build(
-        f"terramind_v1_{size}_generate",
-        pretrained=bool(pretrained),
-        ckpt_path=None if checkpoint is None else str(checkpoint),
-        modalities=["S1GRD"],
-        output_modalities=["S2L2A"],
-        standardize=True,
-        timesteps=timesteps,
-    )
-    if random_init:
-        _perturb_zero_initialised(model, std=0.02)
-    return model.eval().requires_grad_(False)
-
-
-def _perturb_zero_initialised(model: nn.Module, std: float) -> int:
-    """Fill weight tensors that are exactly zero after init with N(0, std^2) (random-init models only).
-
-    The diffusion decoder zero-initialises its residual output convs, so a randomly initialised
-    generator returns the same constant image (the pretraining mean) for every input and seed; with this
-    noise its outputs depend on the input and the seed, which is what tests and demos need to exercise.
-    """
-    changed = 0
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim >= 2 and "norm" not in name and not p.any():
-                p.normal_(0.0, std)
-                changed += 1
-    return changed
-
-
-def tile_seed(seed: int, first_tile_id: str) -> int:
-    """A 63-bit seed for one work unit from the run seed and its first tile id (stable across runs)."""
-    import hashlib
-
-    digest = hashlib.sha256(f"{seed}:{first_tile_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-@torch.no_grad()
-def generate_optical(
-    generator: nn.Module, s1_db: torch.Tensor, *, timesteps: int, seed: int
-) -> torch.Tensor:
-    """Generate S2 L2A DN from S1 dB with a TerraMind generate model.
-
-    Pads by reflection to a multiple of 32 and crops back: the TerraMind encoder needs multiples of 16 and
-    the diffusion decoder of the generate model multiples of 32 (48, 80, 112 px fail inside its U-Net);
-    120 -> 128 satisfies both. TerraMind draws its
-    sampling seed from Python's ``random`` (and the diffusion noise from torch), so both are seeded.
-
-    Args:
-        generator: model from :func:`build_generator`.
-        s1_db: (B, 2, H, W) VV, VH in dB.
-        timesteps: diffusion decoder steps.
-        seed: the same seed and input give the same output.
+    TerraMind and Prithvi need H and W divisible by their patch size (16): 120 -> 128 (4 px per side).
 
     Returns:
-        (B, 12, H, W) float32 S2 L2A digital numbers, band order :data:`gac_pipeline.data.S2_BANDS`.
+        (padded tensor, pads) with pads = (left, right, top, bottom) for :func:`crop_padding`.
+
+    Example:
+        >>> x = torch.arange(120 * 120.0).reshape(1, 1, 120, 120)
+        >>> y, pads = pad_to_multiple(x)
+        >>> y.shape, pads
+        (torch.Size([1, 1, 128, 128]), (4, 4, 4, 4))
+        >>> torch.equal(crop_padding(y, pads), x)
+        True
     """
-    if s1_db.ndim != 4 or s1_db.shape[1] != 2:
-        raise ValueError(f"s1_db must be (B, 2, H, W), got {tuple(s1_db.shape)}")
-    device = next(generator.parameters()).device
-    padded, pads = pad_to_multiple(s1_db.to(device), GENERATOR_MULTIPLE)
-    random.seed(seed)
-    torch.manual_seed(seed)
-    out = generator({"S1GRD": padded}, timesteps=timesteps)["S2L2A"]
-    return crop_padding(out.float(), pads).cpu()
+    if x.ndim != 4:
+        raise ValueError(f"pad_to_multiple expects (B, C, H, W), got shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+    if ph == 0 and pw == 0:
+        return x, pads
+    return F.pad(x, pads, mode=mode), pads
+
+
+def crop_padding(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """Undo :func:`pad_to_multiple`: crop (left, right, top, bottom) pixels off the last two dims."""
+    left, right, top, bottom = pads
+    h, w = x.shape[-2:]
+    return x[..., top : h - bottom, left : w - right]
 
 
 # --------------------------------------------------------------------------------------------------
-# LoRA and 8-bit
+# weight sources
 # --------------------------------------------------------------------------------------------------
-def quantize_linear_8bit(module: nn.Module, target_regex: str = r".*") -> int:
-    """Replace the ``nn.Linear`` layers of a frozen module whose name matches by bitsandbytes int8 layers.
-
-    The weights are quantised (LLM.int8, row-wise absmax) when the module is next moved with ``.to()``;
-    bitsandbytes 0.50 runs these layers on CPU too. Returns the number of layers replaced.
-    """
-    import bitsandbytes as bnb
-
-    pattern = re.compile(target_regex)
-    replaced = 0
-    for name, child in list(module.named_modules()):
-        if not isinstance(child, nn.Linear) or not pattern.fullmatch(name):
-            continue
-        q = bnb.nn.Linear8bitLt(
-            child.in_features, child.out_features, bias=child.bias is not None,
-            has_fp16_weights=False, threshold=6.0,
-        )  # fmt: skip
-        q.load_state_dict(child.state_dict())
-        q.requires_grad_(False)
-        parent_name, _, attr = name.rpartition(".")
-        parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, attr, q)
-        replaced += 1
-    module.to("cpu")  # quantise now (Int8Params quantise on .to())
-    return replaced
+@contextlib.contextmanager
+def hub_errors(model: str, local_flag: str) -> Iterator[None]:
+    """Turn a failed Hugging Face download (offline, no network, no such file) into one clear line."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - huggingface_hub and requests raise many kinds
+        if type(exc).__module__.split(".")[0] not in ("huggingface_hub", "requests", "urllib3"):
+            raise
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{model}: the hub weights could not be fetched ({reason}; HF_HUB_OFFLINE="
+            f"{os.environ.get('HF_HUB_OFFLINE', '0')}); give a local file with --{local_flag}, "
+            "or --random_init for a test run"
+        ) from None
 
 
-def apply_lora(
-    module: nn.Module, *, rank: int, alpha: float, target_regex: str, dropout: float = 0.0
-) -> nn.Module:
-    """Freeze ``module`` and inject LoRA adapters (peft) into the layers whose full name matches.
+def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """Read a local weights file that must be a plain state dict (``torch.save(model.state_dict())``).
 
     Raises:
-        ValueError: rank < 1, or the regex matches no layer (the message shows a few layer names).
+        CheckpointError: missing, truncated or corrupt file; a Lightning checkpoint of another
+            command; anything but a mapping of names to tensors. The message names the file.
     """
-    from peft import LoraConfig, inject_adapter_in_model
+    from eo_common.training import load_checkpoint
 
-    if rank < 1:
-        raise ValueError(f"--lora-rank must be >= 1, got {rank}")
-    module.requires_grad_(False)
-    pattern = re.compile(target_regex)
-    names = [n for n, m in module.named_modules() if pattern.fullmatch(n)]
-    if not names:
-        examples = [n for n, _ in module.named_modules()][:12]
-        raise ValueError(
-            f"--lora-targets {target_regex!r} matches no layer; layers look like {examples}"
+    state = load_checkpoint(path)
+    if (
+        isinstance(state, dict)
+        and "state_dict" in state
+        and ("hyper_parameters" in state or "pytorch-lightning_version" in state)
+    ):
+        kind = (state.get("hyper_parameters") or {}).get("kind", "of another command")
+        raise CheckpointError(
+            f"a Lightning training checkpoint ({kind}), not {what} weights", path=path
         )
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_regex)
-    return inject_adapter_in_model(config, module)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"not a state dict of tensors for {what}", path=path)
+    return state
 
 
-def lora_parameter_count(module: nn.Module) -> int:
-    """Number of LoRA adapter parameters (``lora_A``/``lora_B``) in ``module``."""
-    return sum(p.numel() for n, p in module.named_parameters() if "lora_" in n)
+def load_full_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str
+) -> None:
+    """Load ``state`` (from :func:`read_state_dict`) into ``model``, refusing anything but all of its
+    weights: every tensor of ``model`` must be there with the same shape (extra keys are ignored).
 
-
-def trainable_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the parameters that require grad (adapters and heads), detached, on CPU."""
-    return {n: p.detach().cpu().clone() for n, p in module.named_parameters() if p.requires_grad}
-
-
-def merge_lora(module: nn.Module) -> int:
-    """Merge every LoRA adapter into its base layer and remove the adapter wrappers (in place).
-
-    Base layers must be float (rebuild without ``--load-in-8bit`` before merging). Returns the number
-    of layers merged.
+    terratorch itself only logs missing keys and keeps random weights; here a file of another network
+    is refused with a :class:`CheckpointError` that names it and counts what matched. Nothing is loaded
+    when it is refused.
     """
-    from peft.tuners.lora import LoraLayer
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or wrong:
+        example = (missing or wrong)[0]
+        raise CheckpointError(
+            f"holds {len(own) - len(missing) - len(wrong)} of the {len(own)} weights of {what} "
+            f"({len(missing)} missing, {len(wrong)} of another shape, e.g. {example!r}): weights "
+            "of another model?",
+            path=path,
+        )
+    model.load_state_dict({k: state[k] for k in own}, strict=True)
 
-    merged = 0
-    for name, child in list(module.named_modules()):
-        if isinstance(child, LoraLayer):
-            child.merge()
-            parent_name, _, attr = name.rpartition(".")
-            parent = module.get_submodule(parent_name) if parent_name else module
-            setattr(parent, attr, child.get_base_layer())
-            merged += 1
-    return merged
+
+def _check_prithvi_hub(backbone: str) -> None:
+    from terratorch.models.backbones.prithvi_vit import pretrained_weights
+
+    if backbone not in pretrained_weights:
+        raise InputError(
+            f"model.pretrained: {backbone} has no published weights (those with weights: "
+            f"{', '.join(sorted(pretrained_weights))}); give --backbone_checkpoint PATH or "
+            "--random_init"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -306,12 +220,30 @@ def _tokens_to_grid(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(b, d, h, w)
 
 
+def _tokens_to_grid(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, h*w, D) -> (B, D, h, w)."""
+    b, n, d = tokens.shape
+    if n != h * w:
+        raise ValueError(f"expected {h * w} tokens for a {h}x{w} grid, got {n}")
+    return tokens.transpose(1, 2).reshape(b, d, h, w)
+
+
+def _from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """A network config from a checkpoint's stored dict; keys of other releases are ignored."""
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
 # --------------------------------------------------------------------------------------------------
 # stage 2
 # --------------------------------------------------------------------------------------------------
 @dataclass
-class Stage2Config:
-    """Everything needed to rebuild a :class:`Stage2Refiner` (stored in its checkpoints)."""
+class RefinerConfig:
+    """Everything needed to rebuild a :class:`Stage2Refiner` (stored in its checkpoints).
+
+    ``pretrained`` and ``backbone_checkpoint`` both False/None: a random frozen backbone from
+    ``init_seed`` (tests and demos).
+    """
 
     backbone: str = "prithvi_eo_v2_300"
     backbone_checkpoint: str | None = None
@@ -326,6 +258,40 @@ class Stage2Config:
     init_seed: int = 0
     img_size: int = 128
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RefinerConfig:
+        return _from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_prithvi(config: RefinerConfig) -> nn.Module:
+    """The frozen Prithvi backbone of a :class:`RefinerConfig`, without LoRA or int8 (seeded)."""
+    from terratorch.models.backbones.prithvi_vit import prithvi_cfgs
+    from terratorch.registry import BACKBONE_REGISTRY
+
+    if config.backbone not in prithvi_cfgs:
+        raise InputError(
+            f"model.backbone: must be a Prithvi backbone ({', '.join(PRITHVI_BACKBONES)}), "
+            f"got {config.backbone!r}"
+        )
+    if config.pretrained and config.backbone_checkpoint is None:
+        _check_prithvi_hub(config.backbone)
+    if config.backbone_checkpoint is not None:
+        from eo_common.training import load_checkpoint
+
+        load_checkpoint(config.backbone_checkpoint)  # missing or corrupt: one clear line
+    torch.manual_seed(config.init_seed)
+    with hub_errors(config.backbone, "backbone_checkpoint"):
+        return BACKBONE_REGISTRY.build(
+            config.backbone,
+            pretrained=bool(config.pretrained or config.backbone_checkpoint),
+            ckpt_path=config.backbone_checkpoint,
+            img_size=config.img_size,
+            num_frames=1,
+        )
+
 
 class Stage2Refiner(nn.Module):
     """opt_v1 -> opt_v2 with a Prithvi-EO backbone (frozen, LoRA) and a trainable residual head.
@@ -334,48 +300,26 @@ class Stage2Refiner(nn.Module):
     BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2) -> x 10000 -> standardised with the backbone's own
     pretraining mean/std. Tiles are reflect-padded to a multiple of the patch size and cropped back.
 
-    Args:
-        config: :class:`Stage2Config`.
-
     Shapes:
-        forward(opt_v1 (B, 12, H, W), s1 (B, 2, H, W) or None) -> opt_v2 (B, 12, H, W), both in [0, 1] units.
+        forward(opt_v1 (B, 12, H, W), s1 (B, 2, H, W) or None) -> opt_v2 (B, 12, H, W), [0, 1] units.
 
     Example:
-        >>> m = Stage2Refiner(Stage2Config(backbone="prithvi_eo_tiny", lora_rank=2))  # doctest: +SKIP
+        >>> m = Stage2Refiner(RefinerConfig(backbone="prithvi_eo_tiny", lora_rank=2))  # doctest: +SKIP
         >>> m(torch.rand(1, 12, 120, 120), None).shape  # doctest: +SKIP
         torch.Size([1, 12, 120, 120])
     """
 
-    def __init__(self, config: Stage2Config):
+    def __init__(self, config: RefinerConfig):
         super().__init__()
         from terratorch.models.backbones.prithvi_vit import prithvi_cfgs
-        from terratorch.registry import BACKBONE_REGISTRY
 
-        if config.backbone not in prithvi_cfgs:
-            raise ValueError(
-                f"--backbone must be a Prithvi backbone ({', '.join(PRITHVI_BACKBONES)}), got {config.backbone!r}"
-            )
-        if config.backbone_checkpoint is not None and not Path(config.backbone_checkpoint).exists():
-            raise FileNotFoundError(f"{config.backbone_checkpoint}: Prithvi checkpoint not found")
         self.config = config
+        self.backbone = build_prithvi(config)
         cfg = prithvi_cfgs[config.backbone]
         self.patch = int(cfg["patch_size"][-1])
-        torch.manual_seed(config.init_seed)
-        self.backbone = BACKBONE_REGISTRY.build(
-            config.backbone,
-            pretrained=bool(config.pretrained or config.backbone_checkpoint),
-            ckpt_path=config.backbone_checkpoint,
-            img_size=config.img_size,
-            num_frames=1,
-        )
-        self.register_buffer(
-            "mean",
-            torch.tensor(cfg["mean"], dtype=torch.float32).view(1, -1, 1, 1),
-            persistent=False,
-        )
-        self.register_buffer(
-            "std", torch.tensor(cfg["std"], dtype=torch.float32).view(1, -1, 1, 1), persistent=False
-        )
+        for key in ("mean", "std"):
+            value = torch.tensor(cfg[key], dtype=torch.float32).view(1, -1, 1, 1)
+            self.register_buffer(key, value, persistent=False)
         self.backbone.requires_grad_(False)
         if config.load_in_8bit:
             quantize_linear_8bit(self.backbone, r".*blocks\.\d+\..*")
@@ -384,8 +328,11 @@ class Stage2Refiner(nn.Module):
                 self.backbone, rank=config.lora_rank, alpha=config.lora_alpha,
                 target_regex=config.lora_targets, dropout=config.lora_dropout,
             )  # fmt: skip
-        embed_dim = int(cfg["embed_dim"])
-        self.head = UpsamplingHead(embed_dim, 12 + (2 if config.use_s1 else 0), 12)
+        self.head = UpsamplingHead(int(cfg["embed_dim"]), 12 + (2 if config.use_s1 else 0), 12)
+
+    def build_base(self) -> nn.Module:
+        """A fresh float copy of the frozen backbone (same weights), for the PEFT export."""
+        return build_prithvi(self.config)
 
     def forward(self, opt_v1: torch.Tensor, s1: torch.Tensor | None = None) -> torch.Tensor:
         if opt_v1.ndim != 4 or opt_v1.shape[1] != 12:
@@ -398,7 +345,7 @@ class Stage2Refiner(nn.Module):
         hls = (hls - self.mean) / self.std
         feats = self.backbone(hls)[-1][:, 1:, :]  # drop the CLS token: (B, N, D)
         h, w = skip.shape[-2] // self.patch, skip.shape[-1] // self.patch
-        residual = self.head(_tokens_to_grid(feats.float(), h, w), skip)
+        residual = self.head(_tokens_to_grid(feats.to(skip.dtype), h, w), skip)
         return crop_padding(skip[:, :12] + residual, pads)
 
 
@@ -406,7 +353,7 @@ class Stage2Refiner(nn.Module):
 # stage 3
 # --------------------------------------------------------------------------------------------------
 @dataclass
-class Stage3Config:
+class GrounderConfig:
     """Everything needed to rebuild a :class:`Stage3Grounder` (stored in its checkpoints)."""
 
     model_size: str = "base"
@@ -419,12 +366,42 @@ class Stage3Config:
     use_lora: bool = True
     init_seed: int = 0
     img_size: int = 128
-    extra: dict = field(default_factory=dict)
 
     @property
     def lora_targets(self) -> str:
         return (
             STAGE3_LORA_TARGETS_CROSS if self.lora_cross_attention_only else STAGE3_LORA_TARGETS_ALL
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GrounderConfig:
+        return _from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_terramind_encoder(config: GrounderConfig) -> nn.Module:
+    """The frozen two-modality TerraMind encoder of a :class:`GrounderConfig` (seeded, no LoRA)."""
+    from terratorch.registry import BACKBONE_REGISTRY
+
+    if config.model_size not in TERRAMIND_SIZES:
+        raise InputError(
+            f"model.model_size: one of {', '.join(TERRAMIND_SIZES)}, got {config.model_size!r}"
+        )
+    if config.backbone_checkpoint is not None:
+        from eo_common.training import load_checkpoint
+
+        load_checkpoint(config.backbone_checkpoint)  # missing or corrupt: one clear line
+    torch.manual_seed(config.init_seed)
+    name = f"terramind_v1_{config.model_size}"
+    with hub_errors(name, "backbone_checkpoint"):
+        return BACKBONE_REGISTRY.build(
+            name,
+            pretrained=bool(config.pretrained),
+            ckpt_path=config.backbone_checkpoint,
+            modalities=["S1GRD", "S2L2A"],
+            merge_method="concat",
         )
 
 
@@ -441,41 +418,21 @@ class Stage3Grounder(nn.Module):
         -> opt_v3 (B, 12, H, W).
     """
 
-    def __init__(self, config: Stage3Config):
+    def __init__(self, config: GrounderConfig):
         super().__init__()
         from terratorch.models.backbones.terramind.model.terramind_register import (
             v1_pretraining_mean,
             v1_pretraining_std,
         )
-        from terratorch.registry import BACKBONE_REGISTRY
 
-        if config.model_size not in TERRAMIND_SIZES:
-            raise ValueError(
-                f"model size must be one of {', '.join(TERRAMIND_SIZES)}, got {config.model_size!r}"
-            )
-        if config.backbone_checkpoint is not None and not Path(config.backbone_checkpoint).exists():
-            raise FileNotFoundError(f"{config.backbone_checkpoint}: TerraMind checkpoint not found")
         self.config = config
-        torch.manual_seed(config.init_seed)
-        self.backbone = BACKBONE_REGISTRY.build(
-            f"terramind_v1_{config.model_size}",
-            pretrained=bool(config.pretrained),
-            ckpt_path=config.backbone_checkpoint,
-            modalities=["S1GRD", "S2L2A"],
-            merge_method="concat",
-        )
+        self.backbone = build_terramind_encoder(config)
         self.backbone.requires_grad_(False)
         for key, name in (("s1", "untok_sen1grd@224"), ("s2", "untok_sen2l2a@224")):
-            self.register_buffer(
-                f"{key}_mean",
-                torch.tensor(v1_pretraining_mean[name]).view(1, -1, 1, 1),
-                persistent=False,
-            )
-            self.register_buffer(
-                f"{key}_std",
-                torch.tensor(v1_pretraining_std[name]).view(1, -1, 1, 1),
-                persistent=False,
-            )
+            mean = torch.tensor(v1_pretraining_mean[name]).view(1, -1, 1, 1)
+            std = torch.tensor(v1_pretraining_std[name]).view(1, -1, 1, 1)
+            self.register_buffer(f"{key}_mean", mean, persistent=False)
+            self.register_buffer(f"{key}_std", std, persistent=False)
         if config.use_lora:
             apply_lora(
                 self.backbone, rank=config.lora_rank, alpha=config.lora_alpha,
@@ -483,6 +440,10 @@ class Stage3Grounder(nn.Module):
             )  # fmt: skip
         dim = int(self.backbone.out_channels[-1])  # 2 x encoder width (concat of both modalities)
         self.head = UpsamplingHead(dim, 14, 12)
+
+    def build_base(self) -> nn.Module:
+        """A fresh copy of the frozen encoder (same weights), for the PEFT export."""
+        return build_terramind_encoder(self.config)
 
     def forward(self, opt_v2: torch.Tensor, s1_db: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         if opt_v2.ndim != 4 or opt_v2.shape[1] != 12:
@@ -499,7 +460,7 @@ class Stage3Grounder(nn.Module):
             "S2L2A": (opt * 10000.0 - self.s2_mean) / self.s2_std,
         }
         tokens = self.backbone(inputs)[-1]  # (B, N, 2D)
-        grid = _tokens_to_grid(tokens.float(), x.shape[-2] // 16, x.shape[-1] // 16)
+        grid = _tokens_to_grid(tokens.to(x.dtype), x.shape[-2] // 16, x.shape[-1] // 16)
         correction = self.head(grid, torch.cat([opt, s1n], dim=1))
         return crop_padding(opt + correction, pads)
 
@@ -522,11 +483,3 @@ class CycleSARPredictor(nn.Module):
 
     def forward(self, optical: torch.Tensor) -> torch.Tensor:
         return self.net(optical)
-
-
-def config_to_dict(config: Stage2Config | Stage3Config) -> dict:
-    return asdict(config)
-
-
-def named_trainable(module: nn.Module) -> Iterable[tuple[str, nn.Parameter]]:
-    return ((n, p) for n, p in module.named_parameters() if p.requires_grad)

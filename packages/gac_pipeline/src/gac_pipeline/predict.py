@@ -1,70 +1,63 @@
 """``gac-infer``: run the whole pipeline on a split, write every stage's GeoTIFFs, panels and the ablation.
 
-Stage 1 outputs come from ``--stage1-dir`` (precomputed by ``gac-stage1``); without it they are generated
-here into ``<output-dir>/stage1`` with the stage-1 flags (resumable like ``gac-stage1``). Then opt_v2 =
-stage 2 (``--stage2-checkpoint``) and opt_v3 = stage 3 (``--stage3-checkpoint``, optional).
+Stage 1 outputs come from ``--stage1_dir`` (a gac-stage1 run); without it they are generated here into
+``<run>/stage1`` with the ``stage1.*`` settings (a nested gac-stage1 run, resumed by ``--resume``).
+Then opt_v2 = stage 2 (``--stage2_checkpoint``) and opt_v3 = stage 3 (``--stage3_checkpoint``, optional).
 
-Outputs under ``--output-dir``::
+The run folder (``--output_dir``) holds::
 
+    config.yaml, summary.json                      settings; headline metrics test/psnr ... of the last stage
     opt_v2/<patch_id>.tif, opt_v3/<patch_id>.tif   12-band GeoTIFFs (S2 L2A DN), tile georeference kept
-    panels/<patch_id>.png                          S1 | opt_v1 | opt_v2 | opt_v3 | target (--save-visualizations)
+    panels/<patch_id>.png                          S1 | opt_v1 | opt_v2 | opt_v3 | target (--save_visualizations)
     metrics.json, metrics.md                       the ablation table: stage 1 only / stages 1+2 / all three,
-                                                   PSNR, SSIM, LPIPS (RGB, with --lpips-weights), SAM (deg),
+                                                   PSNR, SSIM, LPIPS (RGB, with --lpips_weights), SAM (deg),
                                                    SAR-edge agreement (lower is better), runtime per tile
+
+Reruns follow the rule of every eolab command: a folder that holds a run is not touched without
+``--resume`` (recompute into the same folder with the same settings: stage 1 on the fly skips finished
+tiles, the rest is rewritten file by file with identical results) or ``--overwrite`` (replace the whole
+folder once both checkpoints and the data are checked), so two runs' outputs never mix.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from eo_common.config import RunConfig
+from eo_common.errors import InputError
 from eo_common.io import atomic_save_json, atomic_write
 from eo_common.normalize import denormalize_s2
+from eo_common.runs import RunFolder
 from eo_common.viz import save_panels
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from gac_pipeline.data import RGB_INDICES, PairedTileDataset, build_catalogue, read_tile
+from gac_pipeline.config import InferConfig, Stage1Config, Stage1Data
+from gac_pipeline.data import RGB_INDICES, PairedTileDataset, split_records, tile_georef
 from gac_pipeline.evaluate import StageMetrics, markdown_table
-from gac_pipeline.stage1 import Stage1Config, run_stage1, write_opt_v1
+from gac_pipeline.stage1 import build_stage1_generator, run_stage1, write_opt_v1
+from gac_pipeline.task import load_stage_model
 
-__all__ = ["InferConfig", "run_inference", "build_parser", "main", "ABLATION_COLUMNS"]
+__all__ = ["infer", "ABLATION_COLUMNS", "ABLATION_ROWS"]
 
 ABLATION_COLUMNS = ("psnr", "ssim", "lpips", "sam_deg", "sar_edge", "seconds_per_tile")
 ABLATION_ROWS = {"opt_v1": "stage 1 only", "opt_v2": "stages 1+2", "opt_v3": "stages 1+2+3"}
+_NOTE = (
+    "seconds_per_tile: stage 1 = TerraMind generation time per tile (from the stage-1 summaries); "
+    "stages 2 and 3 = time of that stage's network alone. LPIPS: n/a without --lpips_weights. "
+    "SAR-edge agreement: (1 - Pearson r of Sobel edge maps of Lee-filtered SAR and of the optical "
+    "B02/B03/B04/B08 mean) / 2, lower is better."
+)
 
 
-@dataclass
-class InferConfig:
-    """Flags of ``gac-infer`` (one field per flag)."""
-
-    data_dir: Path | None = None
-    stage2_checkpoint: Path | None = None
-    stage3_checkpoint: Path | None = None
-    output_dir: Path = Path("runs/gac_infer")
-    stage1_dir: Path | None = None
-    split: str = "test"
-    max_tiles: int | None = None
-    batch_size: int = 4
-    save_visualizations: bool = False
-    max_panels: int = 16
-    lpips_weights: Path | None = None
-    device: str = "auto"
-    # stage 1 on the fly (only without --stage1-dir)
-    model_size: str = "base"
-    timesteps: int = 10
-    checkpoint: Path | None = None
-    pretrained: bool = False
-    random_init: bool = False
-    seed: int = 0
-    progress: bool = True
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def _stage1_seconds_per_tile(stage1_dir: Path) -> float | None:
@@ -100,50 +93,85 @@ def _panel(
     return save_panels(panels, out)
 
 
-def run_inference(config: InferConfig, log=print) -> dict:
-    """Run stages 1-3 on a split and evaluate each; returns ``{"rows": {...}, "table": str, ...}``."""
-    from gac_pipeline.train import load_stage_model
-
-    if config.data_dir is None:
-        raise ValueError("give --data-dir (BigEarthNet v2 root)")
-    if config.stage2_checkpoint is None:
-        raise ValueError("give --stage2-checkpoint (best.ckpt of gac-stage2)")
-    out = Path(config.output_dir)
-    device = torch.device(
-        "cuda" if config.device == "auto" and torch.cuda.is_available() else
-        ("cpu" if config.device == "auto" else config.device)
+def _stage1_config(cfg: InferConfig, run_dir: Path) -> Stage1Config:
+    """The nested gac-stage1 run of ``gac-infer`` without ``--stage1_dir``."""
+    data = Stage1Data(
+        root=cfg.data.root, split=cfg.data.split, max_tiles=cfg.data.max_tiles,
+        batch_size=cfg.data.batch_size,
     )  # fmt: skip
-    records = build_catalogue(config.data_dir, config.split, config.max_tiles)
-    stage1_dir = config.stage1_dir
-    stage1_seconds = None
+    run = dataclasses.replace(
+        cfg.run, output_dir=run_dir / "stage1", name="", resume=True, overwrite=False
+    )
+    return Stage1Config(data=data, model=cfg.stage1, run=run)
+
+
+def _device(run: RunConfig) -> torch.device:
+    if run.accelerator != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def infer(cfg: InferConfig, log=_stderr) -> dict:
+    """Run stages 1-3 on a split and evaluate each; returns the run's ``summary.json`` record.
+
+    Inputs (catalogue, both checkpoints, the stage-1 folder or the stage-1 weights) are checked before
+    the run folder is touched. ``summary.json`` ``metrics``: ``<split>/<metric>`` of the last stage
+    (``test/psnr``, ``test/ssim``, ``test/sam_deg``, ``test/sar_edge``, ``test/lpips``) and
+    ``<split>/<opt_vN>/<metric>`` of every stage.
+    """
+    folder = RunFolder.plan(cfg, "gac-infer")
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    split = {"val": "validation"}.get(cfg.data.split, cfg.data.split)
+    records = split_records(cfg.data.root, split, cfg.data.max_tiles)
+    refiner = load_stage_model(cfg.model.stage2_checkpoint, expect_kind="stage2")
+    grounder = None
+    if cfg.model.stage3_checkpoint is not None:
+        grounder = load_stage_model(cfg.model.stage3_checkpoint, expect_kind="stage3")
+    stage1_dir = cfg.data.stage1_dir
+    generator = None
     if stage1_dir is None:
-        stage1_dir = out / "stage1"
-        s1cfg = Stage1Config(
-            data_dir=config.data_dir, output_dir=stage1_dir, split=config.split, max_tiles=config.max_tiles,
-            model_size=config.model_size, timesteps=config.timesteps, batch_size=config.batch_size,
-            seed=config.seed, checkpoint=config.checkpoint, pretrained=config.pretrained,
-            random_init=config.random_init, device=config.device, progress=config.progress,
-        )  # fmt: skip
-        run_stage1(s1cfg, log=log)
-    stage1_seconds = _stage1_seconds_per_tile(stage1_dir)
-    dataset = PairedTileDataset(records, stage1_dir, cache=False)
+        stage1_cfg = _stage1_config(cfg, folder.path)
+        generator = build_stage1_generator(stage1_cfg)
+    elif not (Path(stage1_dir) / "opt_v1").is_dir():
+        raise InputError("no opt_v1/ folder here: give a gac-stage1 run folder", path=stage1_dir)
+    out = folder.open()
+    if stage1_dir is None:
+        stage1_cfg = _stage1_config(cfg, out)
+        run_stage1(stage1_cfg, generator=generator, log=log)
+        stage1_dir = stage1_cfg.run.output_dir
+        del generator
+    result = _run_stages(cfg, out, records, Path(stage1_dir), refiner, grounder, log)
+    rows = result["rows"]
+    last = list(rows)[-1]
+    metrics = {f"{split}/{k}": v for k, v in rows[last].items() if k != "seconds_per_tile"}
+    for stage, row in zip(result["stages"], rows.values(), strict=True):
+        metrics.update({f"{split}/{stage}/{k}": v for k, v in row.items()})
+    finite = {k: v for k, v in metrics.items() if v is not None and np.isfinite(v)}
+    return folder.finish(
+        metrics=finite,
+        paths={"metrics_json": out / "metrics.json", "metrics_md": out / "metrics.md"},
+        device=str(_device(cfg.run)),
+        extra={"tiles": result["tiles"], "skipped": result["skipped"], "panels": result["panels"]},
+    )
+
+
+def _run_stages(cfg, out, records, stage1_dir, refiner, grounder, log) -> dict:
+    device = _device(cfg.run)
+    dataset = PairedTileDataset(records, stage1_dir)
     for tid, reason in dataset.skipped:
         log(f"tile {tid} skipped: {reason}")
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False)
+    loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=False)
     by_id = {r.patch_id: r for r in dataset.records}
-    refiner = load_stage_model(config.stage2_checkpoint).to(device)
-    grounder = (
-        load_stage_model(config.stage3_checkpoint).to(device) if config.stage3_checkpoint else None
-    )
+    refiner = refiner.to(device)
+    grounder = None if grounder is None else grounder.to(device)
     names = ["opt_v1", "opt_v2"] + (["opt_v3"] if grounder is not None else [])
-    metrics = {
-        n: StageMetrics(None if config.lpips_weights is None else str(config.lpips_weights))
-        for n in names
-    }
+    lpips = None if cfg.output.lpips_weights is None else str(cfg.output.lpips_weights)
+    metrics = {n: StageMetrics(lpips) for n in names}
     seconds = {"opt_v2": 0.0, "opt_v3": 0.0}
-    panels_written: list[Path] = []
+    panels: list[str] = []
     n_tiles = 0
-    for batch in tqdm(loader, desc="gac-infer", unit="batch", disable=not config.progress):
+    for batch in tqdm(loader, desc="gac-infer", unit="batch", disable=not cfg.run.progress):
         s1, s1_db = batch["s1"].to(device), batch["s1_db"].to(device)
         outputs = {"opt_v1": batch["opt_v1"].to(device)}
         with torch.no_grad():
@@ -158,99 +186,34 @@ def run_inference(config: InferConfig, log=print) -> dict:
         for name in names:
             metrics[name].update(outputs[name], target, s1)
         for i, tid in enumerate(batch["patch_id"]):
-            tile = read_tile(by_id[tid])
+            crs, transform = tile_georef(by_id[tid])
             for name in names[1:]:
                 dn = denormalize_s2(outputs[name][i].float().cpu().numpy(), "glf-cr")
                 write_opt_v1(
-                    out / name / f"{tid}.tif", dn, crs=tile.crs, transform=tile.transform,
+                    out / name / f"{tid}.tif", dn, crs=crs, transform=transform,
                     tags={"GAC_STAGE": name, "GAC_SOURCE_TILE": tid},
                 )  # fmt: skip
-            if config.save_visualizations and len(panels_written) < config.max_panels:
+            if cfg.output.save_visualizations and len(panels) < cfg.output.max_panels:
                 stages = {n: outputs[n][i].float().cpu() for n in names}
-                panels_written.append(
-                    _panel(
-                        batch["s1"][i], stages, batch["target"][i], out / "panels" / f"{tid}.png"
-                    )
+                path = _panel(
+                    batch["s1"][i], stages, batch["target"][i], out / "panels" / f"{tid}.png"
                 )
+                panels.append(str(path))
         n_tiles += len(batch["patch_id"])
+    stage1_seconds = _stage1_seconds_per_tile(stage1_dir)
     rows = {}
     for name in names:
         row = metrics[name].compute()
         if name == "opt_v1":
-            row["seconds_per_tile"] = stage1_seconds if stage1_seconds is not None else float("nan")
+            row["seconds_per_tile"] = float("nan") if stage1_seconds is None else stage1_seconds
         else:
             row["seconds_per_tile"] = seconds[name] / max(n_tiles, 1)
         rows[ABLATION_ROWS[name]] = row
     table = markdown_table(rows, ABLATION_COLUMNS)
-    note = (
-        "seconds_per_tile: stage 1 = TerraMind generation time per tile (from the stage-1 summaries); stages 2 "
-        "and 3 = time of that stage's network alone. LPIPS: n/a without --lpips-weights. SAR-edge agreement: "
-        "(1 - Pearson r of Sobel edge maps of Lee-filtered SAR and of the optical B02/B03/B04/B08 mean) / 2, "
-        "lower is better."
-    )
     with atomic_write(out / "metrics.md", "w") as f:
-        f.write(f"# gac-infer: {n_tiles} tiles of split {config.split}\n\n{table}\n\n{note}\n")
-    result = {"tiles": n_tiles, "rows": rows, "table": table, "panels": [str(p) for p in panels_written],
-              "config": asdict(config)}  # fmt: skip
+        f.write(f"# gac-infer: {n_tiles} tiles of split {cfg.data.split}\n\n{table}\n\n{_NOTE}\n")
+    result = {"tiles": n_tiles, "skipped": len(dataset.skipped), "stages": names, "rows": rows,
+              "table": table, "panels": panels}  # fmt: skip
     atomic_save_json(result, out / "metrics.json")
     log(table)
-    return {**result, "panels": panels_written}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="gac-infer",
-        description="Run stages 1-3 on a split: GeoTIFFs per stage, PNG panels, and the ablation metrics table.",
-    )
-    p.add_argument("--data-dir", type=Path, required=True, help="BigEarthNet v2 root")
-    p.add_argument("--stage2-checkpoint", type=Path, required=True)
-    p.add_argument(
-        "--stage3-checkpoint", type=Path, default=None, help="omit to stop after stage 2"
-    )
-    p.add_argument("--output-dir", type=Path, default=Path("runs/gac_infer"))
-    p.add_argument(
-        "--stage1-dir", type=Path, default=None, help="precomputed opt_v1 (gac-stage1 output)"
-    )
-    p.add_argument("--split", default="test")
-    p.add_argument("--max-tiles", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--save-visualizations", action="store_true", help="PNG panels per tile")
-    p.add_argument("--max-panels", type=int, default=16)
-    p.add_argument(
-        "--lpips-weights",
-        type=Path,
-        default=None,
-        help="local LPIPS backbone weights (else LPIPS n/a)",
-    )
-    p.add_argument("--device", default="auto")
-    g = p.add_argument_group("stage 1 on the fly (without --stage1-dir)")
-    g.add_argument("--model-size", default="base", choices=["tiny", "small", "base", "large"])
-    g.add_argument("--timesteps", type=int, default=10)
-    g.add_argument("--checkpoint", type=Path, default=None, help="local TerraMind generate weights")
-    g.add_argument("--pretrained", action="store_true")
-    g.add_argument("--random-init", action="store_true")
-    g.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
-    config = InferConfig(
-        data_dir=ns.data_dir, stage2_checkpoint=ns.stage2_checkpoint, stage3_checkpoint=ns.stage3_checkpoint,
-        output_dir=ns.output_dir, stage1_dir=ns.stage1_dir, split=ns.split, max_tiles=ns.max_tiles,
-        batch_size=ns.batch_size, save_visualizations=ns.save_visualizations, max_panels=ns.max_panels,
-        lpips_weights=ns.lpips_weights, device=ns.device, model_size=ns.model_size, timesteps=ns.timesteps,
-        checkpoint=ns.checkpoint, pretrained=ns.pretrained, random_init=ns.random_init, seed=ns.seed,
-        progress=not ns.no_progress,
-    )  # fmt: skip
-    try:
-        run_inference(config)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"gac-infer: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return result

@@ -305,12 +305,21 @@ def build_trainer(
         monitor=monitor,
         mode=mode,
         save_top_k=1,
-        save_last=True,
         auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    # last.ckpt at every validation: Lightning 2.6's save_last only refreshes it when best.ckpt
+    # improves, so --resume would restart from the best epoch instead of the latest one
+    latest = ModelCheckpoint(
+        dirpath=run_dir / CHECKPOINT_DIR,
+        filename=LAST_NAME,
+        monitor=None,
+        save_top_k=1,
         enable_version_counter=False,
     )
     callbacks: list[L.Callback] = [
         checkpoint,
+        latest,
         NaNGuard(max_bad_steps=optim.max_bad_steps),
         EpochSeed(run.seed),
         LearningRateMonitor(),
