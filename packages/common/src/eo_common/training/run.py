@@ -197,7 +197,11 @@ def build_loggers(run: RunConfig, run_dir: Path, command: str = "eolab") -> list
             try:
                 from lightning.pytorch.loggers import MLFlowLogger
 
-                uri = run.log_uri or (Path(run_dir).resolve() / "mlruns").as_uri()
+                uri = run.log_uri
+                if not uri:  # a local file store shared by the runs of one output folder
+                    uri = (Path(run.output_dir).resolve() / "mlruns").as_uri()
+                    # MLflow 3 keeps its file store in maintenance mode and refuses it unless told
+                    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
                 loggers.append(
                     MLFlowLogger(
                         experiment_name=command,
@@ -455,8 +459,11 @@ def fit_run(
             ckpt_path = str(last)
         elif rank0:
             print(f"{command}: no {last} yet: starting the run from epoch 0", file=sys.stderr)
+    from ..sweep.pruning import trial_callbacks  # the sweep's pruning callback; [] outside a sweep
+
+    callbacks = [*extra_callbacks, *trial_callbacks()]
     trainer = build_trainer(
-        run, optim, run_dir, monitor, mode, extra_callbacks, command=command, **trainer_kwargs
+        run, optim, run_dir, monitor, mode, callbacks, command=command, **trainer_kwargs
     )
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
