@@ -5,7 +5,7 @@ Side by side in one run, with the DataLoader settings of :func:`eo_common.loadin
 
 * **cloud removal**: ``cloud_removal.data.SEN12MSCRDataset`` over 256 x 256 SEN12MS-CR triplets
   (13-band uint16 S2 + 2-band float32 S1 + 13-band cloudy S2, DEFLATE GeoTIFFs in the GLF-CR layout,
-  written by ``eo_common.testing.make_fake_sen12mscr``), full 256 px tiles, no random crop (the
+  written by ``packages/cloud_removal/tests/data/sen12mscr.py``), full 256 px tiles, no random crop (the
   same samples every epoch, so they can be packed), and the same samples packed once with
   :func:`eo_common.packing.pack_dataset` and read back through :class:`~eo_common.packing.PackedDataset`;
 * **BigEarthNet v2 pairs**: ``gac_pipeline.data.PairedTileDataset`` (S1 VV/VH + 12 S2 bands at
@@ -76,13 +76,24 @@ def model_rate(build, make_batch, loss_fn, steps: int = 2) -> float:
     return steps * len(target) / (time.perf_counter() - t0)
 
 
+def _test_data(package: str, module: str):
+    """A package's fake-data generator (``packages/<package>/tests/data/<module>.py``, torchgeo style)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "packages" / package / "tests" / "data" / f"{module}.py"
+    spec = importlib.util.spec_from_file_location(f"{package}_test_data_{module}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def cloud_removal(tmp: Path, args) -> tuple[list, float]:
     from cloud_removal.data import SEN12MSCRDataset
     from cloud_removal.model import build_model
     from eo_common.packing import PackedDataset, pack_dataset
-    from eo_common.testing import make_fake_sen12mscr
+    make_official = _test_data("cloud_removal", "sen12mscr").make_official
 
-    root = make_fake_sen12mscr(tmp / "sen12mscr", n_per_split=(args.samples, 1, 1), size=256)
+    root = make_official(tmp / "sen12mscr", n_per_split=(args.samples, 1, 1), size=256)
     ds = SEN12MSCRDataset(root, split="train", load_size=256, crop_size=256, train=False)
     t0 = time.perf_counter()
     packed = PackedDataset(pack_dataset(ds, tmp / "cr_packed", progress=False))
@@ -106,10 +117,9 @@ def cloud_removal(tmp: Path, args) -> tuple[list, float]:
 
 def benv2(tmp: Path, args) -> list:
     from eo_common.packing import PackedDataset, pack_dataset
-    from eo_common.testing import make_fake_benv2
     from gac_pipeline.data import PairedTileDataset, build_catalogue
 
-    root = make_fake_benv2(tmp / "benv2", n=args.samples)
+    root = _test_data("gac_pipeline", "benv2").make_fake_benv2(tmp / "benv2", n=args.samples)
     ds = PairedTileDataset(build_catalogue(root, None), None, cache=False)
     packed = PackedDataset(pack_dataset(ds, tmp / "benv2_packed", progress=False))
     rows = []

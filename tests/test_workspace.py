@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import subprocess
 import sys
 import tomllib
 from importlib.metadata import entry_points
@@ -99,3 +100,117 @@ def test_lock_installs_from_the_public_registry_only():
     assert "file://" not in lock and "find-links" not in lock
     assert 'name = "torch"' in lock and 'name = "pydensecrf2"' in lock
     assert '"pydensecrf"' not in lock
+
+
+@pytest.mark.parametrize("folder", EXPERIMENTS)
+def test_package_has_the_full_shape(folder):
+    """config.py and cli.py (no torch) beside data, model, task, train, evaluate, predict, demo."""
+    src = ROOT / "packages" / folder / "src" / PACKAGES[folder]
+    for module in ("config.py", "cli.py", "task.py"):
+        assert (src / module).exists(), f"{folder}: missing {module}"
+    for module in ("config.py", "cli.py"):
+        tree = ast.parse((src / module).read_text(encoding="utf-8"))
+        top = {
+            (n.module or "").split(".")[0]
+            if isinstance(n, ast.ImportFrom)
+            else a.name.split(".")[0]
+            for n in tree.body
+            if isinstance(n, ast.Import | ast.ImportFrom)
+            for a in (n.names if isinstance(n, ast.Import) else [n])
+        }
+        heavy = top & {
+            "torch",
+            "lightning",
+            "torchvision",
+            "segmentation_models_pytorch",
+            "terratorch",
+        }
+        assert not heavy, f"{folder}/{module} imports {sorted(heavy)} at module level"
+
+
+def _py_files() -> list[Path]:
+    return sorted((ROOT / "packages").glob("*/src/*/**/*.py"))
+
+
+def test_no_source_file_over_600_lines():
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in _py_files()
+        if (n := len(p.read_text().splitlines())) > 600
+    }
+    assert not long, f"split these files by job: {long}"
+
+
+def _module_graph(src: Path, name: str) -> dict[str, set[str]]:
+    """Module -> the package's own modules it imports at module level."""
+    graph: dict[str, set[str]] = {}
+    for py in (src / name).rglob("*.py"):
+        mod = ".".join(py.relative_to(src).with_suffix("").parts).removesuffix(".__init__")
+        package = mod if py.name == "__init__.py" else mod.rpartition(".")[0]
+        deps = set()
+        for node in ast.parse(py.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join([*base, node.module] if node.module else base)
+                else:
+                    target = node.module or ""
+                if target.split(".")[0] == name:
+                    deps.add(target)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.split(".")[0] == name}
+        graph[mod] = deps
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+
+    def visit(m: str, stack: list[str]) -> list[str] | None:
+        if state.get(m) == 1:
+            return [*stack, m]
+        if state.get(m) == 2 or m not in graph:
+            return None
+        state[m] = 1
+        for d in sorted(graph[m]):
+            found = visit(d, [*stack, m])
+            if found:
+                return found
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        found = visit(m, [])
+        if found:
+            return found
+    return None
+
+
+@pytest.mark.parametrize("folder", list(PACKAGES))
+def test_no_import_cycles(folder):
+    """Module-level imports between a package's own modules form no cycle."""
+    graph = _module_graph(ROOT / "packages" / folder / "src", PACKAGES[folder])
+    cycle = _find_cycle(graph)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle or [])}"
+
+
+@pytest.mark.parametrize(("script", "target"), _console_scripts(), ids=lambda v: str(v))
+def test_help_imports_nothing_heavy(script, target):
+    """--help is answered before torch or Lightning is imported (so it comes back in well under 2 s)."""
+    module_name, attr = target.split(":")
+    code = (
+        "import sys, importlib\n"
+        f"cmd = getattr(importlib.import_module({module_name!r}), {attr!r})\n"
+        "try:\n    cmd(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'lightning', 'rasterio') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in out.stdout, f"{script} --help imported {out.stdout.split('HEAVY')[-1]}"
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None
+    graph = _module_graph(ROOT / "packages" / "common" / "src", "eo_common")
+    assert "eo_common.raster.io" in graph["eo_common.raster.stack"]
+    assert "eo_common.io" in graph["eo_common.runs"] and "eo_common.config" in graph["eo_common.runs"]

@@ -14,7 +14,8 @@ from typing import Literal
 
 import pytest
 import yaml
-from eo_common.command import Command, CommandGroup, normalize_argv
+from eo_common.argv import normalize_argv
+from eo_common.command import Command, CommandGroup
 from eo_common.config import DataConfig, OptimConfig, RunConfig, config_problems, opt
 from eo_common.errors import ConfigError, RunFolderError, format_user_error
 from eo_common.runs import RunFolder, config_hash, read_summary, run_status
@@ -308,3 +309,13 @@ def test_str_path_fields_keep_urls_and_resolve_relative_paths(tmp_path):
     assert cmd.parse(["--scene", "s3://bucket/a.tif"]).scene == "s3://bucket/a.tif"
     (tmp_path / "c.yaml").write_text("scene: data/a.tif\n")
     assert cmd.parse(["--config", str(tmp_path / "c.yaml")]).scene == str(tmp_path / "data/a.tif")
+
+
+def test_list_options_take_space_separated_values():
+    toy = make_toy()
+    assert toy.parse(["--stack", "a.tif", "b.tif", "--lr", "0.1"]).data.stack == [
+        Path("a.tif"),
+        Path("b.tif"),
+    ]
+    assert toy.parse(["--stack", "[a.tif, b.tif]"]).data.stack == [Path("a.tif"), Path("b.tif")]
+    assert toy.parse(["--data.stack=c.tif"]).data.stack == [Path("c.tif")]

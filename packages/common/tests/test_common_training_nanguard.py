@@ -218,3 +218,24 @@ def test_toy_task_uses_the_optim_group():
     task = toy_task(cfg)
     assert task.hparams["lr"] == 0.3 and task.hparams["lr_scheduler"] == "cosine"
     assert task.hparams["max_epochs"] == 7
+
+
+class DivergesInValidation(TinyRegressor):
+    """Finite training steps, NaN outputs in validation from epoch 1 on (a diverged network as
+    validation sees it)."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        if not self.training and self.current_epoch >= 1:
+            out = out * float("nan")
+        return out
+
+
+def test_a_nan_validation_metric_fails_the_run_instead_of_stopping_it_quietly(tmp_path):
+    """EarlyStopping stops on a NaN monitor without an error, so the run used to end 'finished'
+    with a useless best checkpoint (cr-train --lr 1e6); FiniteMonitor fails it with one line."""
+    cfg = toy_config(tmp_path, epochs=4, early_stop_patience=2)
+    with pytest.raises(NonFiniteRunError, match=r"val/loss is nan at epoch 1.*lower --lr"):
+        train(cfg, task=DivergesInValidation(**cfg.optim.hparams(), step_size=1))
+    summary = read_summary(cfg.run.run_dir)
+    assert summary["status"] == "failed" and "val/loss is nan" in summary["error"]

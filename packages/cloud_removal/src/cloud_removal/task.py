@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from eo_common.config import config_to_dict
-from eo_common.errors import NonFiniteRunError
 from eo_common.metrics import ImageQualityMetrics
 from eo_common.normalize import S2_CONVENTIONS
 from eo_common.training import EOModule
@@ -136,25 +135,6 @@ class CloudRemovalTask(EOModule):
         super().reset_metrics(stage)
         if stage == "val":
             self.val_identity_metrics.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        """Log the validation metrics; a NaN/inf validation PSNR stops the run with a clear error.
-
-        (Lightning's EarlyStopping would otherwise stop it quietly and the run would look finished.)
-        """
-        super().on_validation_epoch_end()
-        value = self.trainer.callback_metrics.get("val/psnr") if self._trainer is not None else None
-        if (
-            value is not None
-            and not torch.isfinite(value).all()
-            and not self.trainer.sanity_checking
-        ):
-            lr = self.hparams.get("lr")
-            raise NonFiniteRunError(
-                f"validation PSNR is {float(value)} at epoch {self.current_epoch}: the network's "
-                f"outputs are NaN/inf (training diverged). Try to: lower --lr (now {lr:.3g}); set "
-                "--grad_clip (e.g. 1.0); check the inputs for NaN/nodata values."
-            )
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from eo_common.errors import CheckpointError, ConfigError
-from eo_common.training import PlateauResume, fit_run, load_checkpoint, seed_everything
+from eo_common.training import fit_run, load_checkpoint, seed_everything
 
 from .config import CRDataConfig, CRTrainConfig
 from .data import CloudRemovalDataModule
@@ -89,7 +89,6 @@ def train(cfg: CRTrainConfig) -> dict[str, Any]:
         monitor="val/psnr",
         mode="max",
         headline=HEADLINE,
-        extra_callbacks=[PlateauResume()],
         extra={
             "parameters": sum(p.numel() for p in task.model.parameters()),
             "normalization": cfg.data.normalization,

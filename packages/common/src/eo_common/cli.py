@@ -21,13 +21,9 @@ To add a sub-command (``eolab sweep ...``, ``eolab runs ...``), declare its ``Co
 
 from __future__ import annotations
 
-import json
 import sys
-import typing
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .command import Command, CommandGroup
 from .config import opt
@@ -41,60 +37,7 @@ __all__ = [
     "SamplesListConfig",
     "DemoConfig",
     "demo",
-    "join_list_values",
 ]
-
-
-def join_list_values(argv: Sequence[str], list_options: set[str]) -> list[str]:
-    """``--only a b`` -> ``--only=["a", "b"]`` for list-typed options (argparse ``nargs="+"`` style).
-
-    The values after a list option, up to the next ``--option``, become one YAML list; a value
-    written as a list already (``--only [a,b]``) is left as it is.
-
-    Example:
-        >>> join_list_values(["--only", "a", "b", "--seed", "1"], {"--only"})
-        ['--only=["a", "b"]', '--seed', '1']
-        >>> join_list_values(["--only=a"], {"--only"})
-        ['--only=["a"]']
-    """
-    out: list[str] = []
-    tokens = list(argv)
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        name, eq, value = token.partition("=")
-        key = "--" + name[2:].replace("-", "_") if name.startswith("--") else name
-        if key not in list_options:
-            out.append(token)
-            i += 1
-            continue
-        if eq:
-            values, i = [value], i + 1
-        else:
-            values, i = [], i + 1
-            while i < len(tokens) and not tokens[i].startswith("--"):
-                values.append(tokens[i])
-                i += 1
-        if len(values) == 1 and values[0].lstrip().startswith("["):
-            out.append(f"{key}={values[0]}")
-        else:
-            out.append(f"{key}={json.dumps(values)}")
-    return out
-
-
-class _Command(Command):
-    """A :class:`Command` whose list options also take space-separated values (``--only a b``),
-    the spelling of the first ``eolab`` release."""
-
-    def parse(self, argv: Sequence[str] | None = None) -> Any:
-        argv = list(sys.argv[1:] if argv is None else argv)
-        lists = {
-            option
-            for leaf in self.leaves()
-            if typing.get_origin(leaf.hint) is list
-            for option in leaf.options
-        }
-        return super().parse(join_list_values(argv, lists))
 
 
 # ---------------------------------------------------------------------------------- configs
@@ -164,7 +107,7 @@ def run_demo_command(cfg: DemoConfig) -> int:
 
 
 # ---------------------------------------------------------------------------------- commands
-info = _Command(
+info = Command(
     "eolab info",
     InfoConfig,
     "eo_common.info:print_info",
@@ -173,7 +116,7 @@ info = _Command(
     run_folder=False,
 )
 
-samples_fetch = _Command(
+samples_fetch = Command(
     "eolab samples fetch",
     SamplesFetchConfig,
     "eo_common.samples:fetch_command",
@@ -184,7 +127,7 @@ samples_fetch = _Command(
     run_folder=False,
 )
 
-samples_list = _Command(
+samples_list = Command(
     "eolab samples list",
     SamplesListConfig,
     "eo_common.samples:list_command",
@@ -201,7 +144,7 @@ samples = CommandGroup(
     },
 )
 
-demo = _Command(
+demo = Command(
     "eolab demo",
     DemoConfig,
     "eo_common.cli:run_demo_command",

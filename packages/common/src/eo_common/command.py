@@ -39,7 +39,6 @@ import difflib
 import importlib
 import json
 import os
-import re
 import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +46,7 @@ from dataclasses import MISSING, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from .argv import clean_message, flatten, join_list_values, nest, normalize_argv, rebase
 from .config import config_from_dict, config_problems, iter_leaves, mentions_path
 from .errors import (
     EXIT_INTERRUPTED,
@@ -57,7 +57,7 @@ from .errors import (
     format_user_error,
 )
 
-__all__ = ["Command", "CommandGroup", "normalize_argv"]
+__all__ = ["Command", "CommandGroup"]
 
 _META_OPTIONS = {"--config", "--print_config", "--help", "-h"}
 
@@ -75,6 +75,11 @@ class _Leaf:
         return self.hint is bool
 
     @property
+    def is_list(self) -> bool:
+        hints = [self.hint, *typing.get_args(self.hint)]
+        return any(typing.get_origin(h) is list for h in hints)
+
+    @property
     def is_path(self) -> bool:
         return mentions_path(self.hint) or bool(self.meta.get("path"))
 
@@ -85,53 +90,6 @@ def _default_of(f: Any) -> Any:
     if f.default_factory is not MISSING:  # type: ignore[misc]
         return f.default_factory()  # type: ignore[misc]
     return None
-
-
-def normalize_argv(argv: Sequence[str], bool_options: set[str]) -> list[str]:
-    """Spell flags one way: ``--a-b`` -> ``--a_b``; ``--no_x`` / ``--no-x`` -> ``--x=false``.
-
-    Only option names are touched (not values, nor anything after ``--``).
-
-    Example:
-        >>> normalize_argv(["--data-dir", "a-b", "--no-augment", "--x=1-2"], {"--augment"})
-        ['--data_dir', 'a-b', '--augment=false', '--x=1-2']
-    """
-    out: list[str] = []
-    rest = False
-    for token in argv:
-        if rest or not token.startswith("--") or token == "--":
-            rest = rest or token == "--"
-            out.append(token)
-            continue
-        name, eq, value = token.partition("=")
-        name = "--" + name[2:].replace("-", "_")
-        if name.startswith("--no_") and name not in bool_options:
-            positive = "--" + name[len("--no_") :]
-            if positive in bool_options and not eq:
-                out.append(f"{positive}=false")
-                continue
-        out.append(name + eq + value)
-    return out
-
-
-def _clean_message(text: str) -> str:
-    """jsonargparse's multi-line messages as ``key: what is wrong`` lines."""
-    text = str(text).strip()
-    match = re.match(r'Parser key "([^"]+)":\s*(.*)', text, re.S)
-    if match:
-        key, rest = match.groups()
-        lines = [ln.strip() for ln in rest.splitlines() if ln.strip()]
-        detail = lines[0] if lines else "invalid value"
-        detail = re.sub(r"<class '(\w+)'>", r"\1", detail)
-        detail = re.sub(r"typing\.Literal\[(.*)\]", r"one of [\1]", detail)
-        expected = re.match(r"Expected an? (.*?)\. Got value: (.*)", detail)
-        if expected:
-            detail = f"expected {expected.group(1)}, got {expected.group(2)!r}"
-        return f"{key}: {detail}"
-    match = re.match(r"Unrecognized arguments:\s*(.*)", text, re.S)
-    if match:
-        return f"unknown argument(s): {match.group(1).strip()}"
-    return text.splitlines()[0] if text else "invalid arguments"
 
 
 class Command:
@@ -227,7 +185,12 @@ class Command:
 
     def build_parser(self) -> Any:
         """The jsonargparse parser of this command."""
-        from jsonargparse import ActionConfigFile, ArgumentParser
+        import argparse
+
+        from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
+
+        class HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+            """jsonargparse's help, with the description and examples kept as written."""
 
         parser = ArgumentParser(
             prog=self.prog,
@@ -235,6 +198,7 @@ class Command:
             epilog=self.epilog or None,
             exit_on_error=False,
             default_env=False,
+            formatter_class=HelpFormatter,
         )
         parser.add_argument(
             "--config",
@@ -274,6 +238,15 @@ class Command:
         return parser
 
     # ------------------------------------------------------------------ parsing
+    def list_options(self) -> set[str]:
+        """Flag spellings of the list-typed, non-positional fields."""
+        return {
+            option
+            for leaf in self.leaves()
+            if leaf.is_list and not leaf.meta.get("positional")
+            for option in leaf.options
+        }
+
     def bool_options(self) -> set[str]:
         return {o for leaf in self.leaves() if leaf.is_bool for o in leaf.options}
 
@@ -281,6 +254,7 @@ class Command:
         """Parse flags and config files into the config object; raise :class:`ConfigError` listing
         every problem. ``--help`` and ``--print_config`` print and raise ``SystemExit(0)``."""
         argv = normalize_argv(sys.argv[1:] if argv is None else list(argv), self.bool_options())
+        argv = join_list_values(argv, self.list_options())
         argv = [
             t
             for a in argv
@@ -296,10 +270,10 @@ class Command:
         raw = ns.as_dict()
         files = [Path(str(p)) for p in (raw.pop("config", None) or [])]
         raw.pop("__path__", None)
-        values = dict(_flatten(raw, {leaf.key for leaf in self.leaves()}))
+        values = dict(flatten(raw, {leaf.key for leaf in self.leaves()}))
         self._resolve_file_paths(values, files, argv)
         try:
-            cfg = config_from_dict(self.config_cls, _nest(values))
+            cfg = config_from_dict(self.config_cls, nest(values))
         except (TypeError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
         problems = config_problems(cfg)
@@ -338,18 +312,18 @@ class Command:
             except SystemExit:
                 raise
             except Exception as exc:  # noqa: BLE001
-                problems.append(_clean_message(str(exc)))
+                problems.append(clean_message(str(exc)))
             else:
                 good_chunks.extend(chunk)
         try:
-            ns = parser.parse_args(good_chunks, namespace=parser.parse_object(_nest(good_values)))
-            values = dict(_flatten(ns.as_dict(), {leaf.key for leaf in self.leaves()}))
+            ns = parser.parse_args(good_chunks, namespace=parser.parse_object(nest(good_values)))
+            values = dict(flatten(ns.as_dict(), {leaf.key for leaf in self.leaves()}))
             values.pop("config", None)
             values.pop("__path__", None)
-            problems.extend(config_problems(config_from_dict(self.config_cls, _nest(values))))
+            problems.extend(config_problems(config_from_dict(self.config_cls, nest(values))))
         except Exception:  # noqa: BLE001,S110 - best effort: the type errors are reported already
             pass
-        return problems or [_clean_message(str(first))]
+        return problems or [clean_message(str(first))]
 
     def _diagnose_file(self, parser: Any, path: str) -> tuple[list[str], dict[str, Any]]:
         """(problems, the good ``{dotted key: value}``) of one config file."""
@@ -368,18 +342,18 @@ class Command:
             return [f"{file}: expected a mapping of options, got {type(data).__name__}"], {}
         keys = {leaf.key for leaf in self.leaves()}
         problems, good = [], {}
-        for key, value in _flatten(data, keys):
+        for key, value in flatten(data, keys):
             if key not in keys:
                 close = difflib.get_close_matches(key, sorted(keys), n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 problems.append(f"{key}: unknown key in {file}{hint}")
                 continue
             try:
-                parser.parse_object(_nest({key: value}))
+                parser.parse_object(nest({key: value}))
             except Exception as exc:  # noqa: BLE001
-                problems.append(f"{_clean_message(str(exc))} (in {file})")
+                problems.append(f"{clean_message(str(exc))} (in {file})")
             else:
-                good[key] = _rebase(value, file.resolve().parent) if self._is_path(key) else value
+                good[key] = rebase(value, file.resolve().parent) if self._is_path(key) else value
         return problems, good
 
     def _is_path(self, key: str) -> bool:
@@ -402,7 +376,7 @@ class Command:
             except (OSError, yaml.YAMLError):
                 data = {}
             file_keys.append(
-                {k for k, _ in _flatten(data, keys)} if isinstance(data, dict) else set()
+                {k for k, _ in flatten(data, keys)} if isinstance(data, dict) else set()
             )
         for leaf in self.leaves():
             if not leaf.is_path or any(o in given for o in leaf.options):
@@ -411,7 +385,7 @@ class Command:
             if not owners or leaf.key not in values:
                 continue
             base = owners[-1].resolve().parent
-            values[leaf.key] = _rebase(values[leaf.key], base)
+            values[leaf.key] = rebase(values[leaf.key], base)
 
     # ------------------------------------------------------------------ running
     def load_run(self) -> Callable[[Any], Any]:
@@ -521,33 +495,3 @@ def _all_hints(cls: type, shallow: bool = False) -> dict[str, Any]:
         else:
             out[f.name] = hint
     return out
-
-
-def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
-
-
-def _flatten(data: Mapping[str, Any], leaf_keys: set[str], prefix: str = ""):
-    for key, value in data.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, Mapping) and full not in leaf_keys:
-            yield from _flatten(value, leaf_keys, f"{full}.")
-        else:
-            yield full, value
-
-
-def _rebase(value: Any, base: Path) -> Any:
-    if isinstance(value, list):
-        return [_rebase(v, base) for v in value]
-    if isinstance(value, str | Path) and str(value) and "://" not in str(value):
-        path = Path(value)
-        if not path.is_absolute() and not str(value).startswith("/vsi"):
-            return type(value)(base / path) if isinstance(value, Path) else str(base / path)
-    return value

@@ -35,19 +35,15 @@ Tiling and blending
 """
 
 from .batching import resolve_batch_size, torch_batch_predictor
+from .classmap import ClassInfo, read_class_names, write_class_map
+from .cog import finalize_geotiff
+from .files import RasterError, RasterNotFoundError, is_gdal_path
 from .io import (
-    ClassInfo,
     Raster,
-    RasterError,
-    RasterNotFoundError,
     check_not_all_nodata,
     check_same_grid,
-    finalize_geotiff,
-    is_gdal_path,
     missing_mask,
-    read_class_names,
     read_raster,
-    write_class_map,
     write_raster,
 )
 from .predict import predict_array_tiled, sliding_window_predict

@@ -28,72 +28,14 @@ import rasterio.errors
 import rasterio.warp
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from eo_common.io import atomic_temp_path
 
-PathLike = str | os.PathLike
+from .cog import _build_overviews, _resampling_enum, _to_cog
+from .files import PathLike, RasterError, _open
 
 _NO_CRS = CRS.from_epsg(3857)
-
-
-# --------------------------------------------------------------------------------------------------
-# errors
-# --------------------------------------------------------------------------------------------------
-class RasterError(ValueError):
-    """A raster file is missing, unreadable, or not what the caller needs.
-
-    The message always starts with the file path. ``RasterError(message, path)`` prefixes the message
-    with the path; the path is kept in ``.path``.
-
-    Example:
-        >>> str(RasterError("expected 13 bands, found 12", "s2.tif"))
-        's2.tif: expected 13 bands, found 12'
-    """
-
-    def __init__(self, message: str, path: PathLike | None = None):
-        self.path = None if path is None else Path(path)
-        super().__init__(message if path is None else f"{path}: {message}")
-
-
-class RasterNotFoundError(RasterError, FileNotFoundError):
-    """The raster file does not exist (both a :class:`RasterError` and a :class:`FileNotFoundError`)."""
-
-
-def is_gdal_path(path: PathLike) -> bool:
-    """True for GDAL virtual paths and URLs (``/vsizip/...``, ``/vsimem/...``, ``s3://...``).
-
-    Example:
-        >>> is_gdal_path("/vsizip/scene.zip/B04.tif"), is_gdal_path("s3://bucket/x.tif")
-        (True, True)
-        >>> is_gdal_path("data/B04.tif")
-        False
-    """
-    text = os.fspath(path)
-    return text.startswith("/vsi") or "://" in text
-
-
-def _open(path: PathLike) -> rasterio.io.DatasetReader:
-    """Open ``path`` for reading, turning GDAL's errors into :class:`RasterError`.
-
-    Local paths are checked first (a clear "no such file"); GDAL virtual paths and URLs
-    (:func:`is_gdal_path`) go straight to GDAL.
-    """
-    if is_gdal_path(path):
-        try:
-            return rasterio.open(os.fspath(path))
-        except rasterio.errors.RasterioIOError as exc:
-            raise RasterNotFoundError(f"GDAL cannot open it ({exc})", os.fspath(path)) from exc
-    path = Path(path)
-    if not path.exists():
-        raise RasterNotFoundError("no such file", path)
-    if path.is_dir():
-        raise RasterError("is a folder, not a raster file", path)
-    try:
-        return rasterio.open(path)
-    except rasterio.errors.RasterioIOError as exc:
-        raise RasterError(f"not a readable raster ({exc})", path) from exc
 
 
 # --------------------------------------------------------------------------------------------------
@@ -374,195 +316,6 @@ def write_raster(
     return path
 
 
-def _resampling_enum(name: str, path: PathLike) -> Resampling:
-    try:
-        return Resampling[name]
-    except KeyError:
-        raise RasterError(f"unknown overview resampling {name!r}", path) from None
-
-
-def _overview_factors(height: int, width: int, blocksize: int) -> list[int]:
-    """Halvings until the overview fits in one tile: [2, 4, 8, ...]."""
-    factors, factor = [], 2
-    while max(height, width) / (factor // 2) > blocksize:
-        factors.append(factor)
-        factor *= 2
-    return factors
-
-
-def _build_overviews(dst: Any, resampling: str, blocksize: int) -> None:
-    factors = _overview_factors(dst.height, dst.width, blocksize)
-    if factors:
-        dst.build_overviews(factors, _resampling_enum(resampling, dst.name))
-        dst.update_tags(ns="rio_overview", resampling=resampling)
-
-
-def _to_cog(
-    src_path: Path, path: Path, resampling: str, blocksize: int, compress: str | None, dtype: Any
-) -> Path:
-    """Copy a GeoTIFF into a COG beside ``path`` with GDAL's COG driver; return the new temp."""
-    import rasterio.shutil
-
-    options: dict[str, Any] = {
-        "BLOCKSIZE": blocksize,
-        "OVERVIEW_RESAMPLING": resampling.upper(),
-        "BIGTIFF": "IF_SAFER",
-        "COMPRESS": (compress or "NONE").upper(),
-    }
-    if compress and compress.lower() in ("deflate", "lzw", "zstd"):
-        kind = np.dtype(dtype).kind
-        options["PREDICTOR"] = "FLOATING_POINT" if kind == "f" else "STANDARD"
-    out = atomic_temp_path(path)
-    try:
-        rasterio.shutil.copy(src_path, out, driver="COG", **options)
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
-    finally:
-        src_path.unlink(missing_ok=True)
-    return out
-
-
-def finalize_geotiff(
-    path: PathLike, *, cog: bool = True, overview_resampling: str = "average", blocksize: int = 256
-) -> Path:
-    """Give an already written GeoTIFF (e.g. a streamed prediction) overviews, or make it a COG.
-
-    The file is replaced atomically; GDAL streams the copy, so memory stays flat with the scene size.
-
-    Example:
-        >>> finalize_geotiff("class_map.tif", overview_resampling="nearest")  # doctest: +SKIP
-    """
-    path = Path(path)
-    if cog:
-        import shutil
-
-        work = atomic_temp_path(path)
-        shutil.copyfile(path, work)
-        try:
-            out = _to_cog(work, path, overview_resampling, blocksize, "deflate", _dtype_of(path))
-            os.replace(out, path)
-        except BaseException:
-            work.unlink(missing_ok=True)
-            raise
-        return path
-    with rasterio.open(path, "r+") as dst:
-        _build_overviews(dst, overview_resampling, blocksize)
-    return path
-
-
-def _dtype_of(path: PathLike) -> np.dtype:
-    with _open(path) as src:
-        return np.dtype(src.dtypes[0])
-
-
-@dataclass(frozen=True)
-class ClassInfo:
-    """One class of a class map: its value in the raster, its name and its colour (r, g, b)."""
-
-    value: int
-    name: str
-    color: tuple[int, int, int]
-
-
-def write_class_map(
-    path: PathLike,
-    labels: np.ndarray,
-    *,
-    crs: CRS | str | None,
-    transform: Affine,
-    classes: Sequence[ClassInfo],
-    nodata: int | None = 255,
-    description: str = "class",
-    cog: bool = True,
-) -> Path:
-    """Write a class map (one uint8 band) that GIS software shows coloured and labelled on open.
-
-    Written: the COG (or tiled GeoTIFF) with a colour table and ``mode``-resampled overviews, the band
-    description, one ``class_<value>=<name>`` metadata item per class; beside it GDAL's ``<file>.aux.xml``
-    with the category names (read by GDAL, QGIS, ArcGIS) and a QGIS style ``<stem>.qml`` (paletted
-    renderer: colours and labels), which QGIS applies when the layer is opened.
-
-    Args:
-        path: destination ``.tif``.
-        labels: ``(H, W)`` integer class values (and ``nodata``).
-        crs, transform: georeference.
-        classes: value, name and colour of every class.
-        nodata: the value of pixels without a class (shown transparent), or None.
-        description: band description.
-        cog: write a Cloud-Optimised GeoTIFF.
-
-    Example:
-        >>> risk = [ClassInfo(0, "low", (26, 150, 65)), ClassInfo(1, "medium", (253, 174, 97)),
-        ...         ClassInfo(2, "high", (215, 25, 28))]
-        >>> write_class_map("risk.tif", labels, crs=crs, transform=t, classes=risk)  # doctest: +SKIP
-    """
-    from xml.sax.saxutils import quoteattr
-
-    from ..io import atomic_write
-
-    labels = np.asarray(labels)
-    if labels.ndim == 3 and labels.shape[0] == 1:
-        labels = labels[0]
-    if labels.ndim != 2:
-        raise RasterError(f"a class map is (H, W), got shape {labels.shape}", path)
-    if labels.dtype.kind == "f":
-        raise RasterError("class values must be integers, not floats", path)
-    values = [c.value for c in classes]
-    if len(set(values)) != len(values) or not all(0 <= v <= 254 for v in values):
-        raise RasterError(f"class values must be distinct in 0..254, got {values}", path)
-    colormap = {c.value: (*c.color, 255) for c in classes}
-    if nodata is not None:
-        colormap[int(nodata)] = (0, 0, 0, 0)
-    path = write_raster(
-        path,
-        labels.astype(np.uint8)[None],
-        crs=crs,
-        transform=transform,
-        nodata=nodata,
-        band_names=[description],
-        overview_resampling="mode",
-        cog=cog,
-        colormap=colormap,
-        tags={f"class_{c.value}": c.name for c in classes},
-    )
-    names = {c.value: c.name for c in classes}
-    top = max(values)
-    categories = "".join(f"      <Category>{names.get(v, '')}</Category>\n" for v in range(top + 1))
-    with atomic_write(Path(f"{path}.aux.xml"), "w") as f:
-        f.write(
-            '<PAMDataset>\n  <PAMRasterBand band="1">\n'
-            f"    <Description>{description}</Description>\n"
-            f"    <CategoryNames>\n{categories}    </CategoryNames>\n"
-            "  </PAMRasterBand>\n</PAMDataset>\n"
-        )
-    entries = "".join(
-        f'        <paletteEntry value="{c.value}" color="#{c.color[0]:02x}{c.color[1]:02x}'
-        f'{c.color[2]:02x}" alpha="255" label={quoteattr(c.name)}/>\n'
-        for c in classes
-    )
-    with atomic_write(path.with_suffix(".qml"), "w") as f:
-        f.write(
-            "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
-            '<qgis version="3.28.0" styleCategories="Symbology">\n  <pipe>\n'
-            '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1">\n'
-            f"      <colorPalette>\n{entries}      </colorPalette>\n"
-            "    </rasterrenderer>\n  </pipe>\n</qgis>\n"
-        )
-    return path
-
-
-def read_class_names(path: PathLike) -> dict[int, str]:
-    """``{value: name}`` of a class map written by :func:`write_class_map` (from its metadata)."""
-    with _open(path) as src:
-        tags = src.tags()
-    out = {}
-    for key, name in tags.items():
-        if key.startswith("class_") and key[6:].isdigit():
-            out[int(key[6:])] = name
-    return dict(sorted(out.items()))
-
-
 def _geotiff_profile(
     count: int,
     height: int,
@@ -687,7 +440,7 @@ def check_not_all_nodata(array: np.ndarray, nodata: float | None, where: str) ->
         >>> check_not_all_nodata(np.full((1, 2, 2), 255), 255, "labels.tif")
         Traceback (most recent call last):
         ...
-        eo_common.raster.io.RasterError: labels.tif: tile is entirely nodata (nodata=255)
+        eo_common.raster.files.RasterError: labels.tif: tile is entirely nodata (nodata=255)
     """
     array = np.asarray(array)
     missing = np.zeros(array.shape, dtype=bool)

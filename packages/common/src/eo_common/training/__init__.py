@@ -1,39 +1,29 @@
 """Training on Lightning, the same way in every eolab package.
 
-* :func:`seed_everything` — one seed for Python, NumPy, torch and dataloader workers;
+* :func:`fit_run` — one training run the eolab way: seed, check the inputs, open the run folder by the
+  rerun rule, fit (``--resume`` from ``last.ckpt``), write ``summary.json`` and the training curves;
+* :func:`build_trainer` — the :class:`lightning.Trainer` of a run from its ``run`` and ``optim``
+  config groups (loggers, checkpoints, early stopping, NaN guard, exact-resume callbacks, AMP, DDP);
 * :class:`EOModule` — LightningModule base that logs every loss term and metric
   (``{stage}/loss``, ``{stage}/loss_{term}``, ``{stage}/{metric}``) and builds its optimizer and
-  schedule from hyper-parameters;
+  schedule from hyper-parameters (``OptimConfig.hparams()``);
 * :func:`build_scheduler` — step, plateau, cosine, cosine with warm restarts, none; linear warmup;
-* :class:`NaNGuard` — skips steps with NaN/inf loss or gradients, raises
-  :class:`NonFiniteLossError` after ``max_bad_steps`` in a row;
-* :func:`add_training_args` / :class:`TrainConfig` — the common CLI flags;
-* :func:`prepare_run_dir`, :func:`build_trainer`, :func:`resume_checkpoint` — run folder,
-  loggers, checkpoints, early stopping, AMP, DDP (also under ``torchrun``) and ``--resume``.
+* :class:`NaNGuard` — skips steps with NaN/inf loss or gradients (and undoes their BatchNorm
+  updates), raises :class:`NonFiniteLossError` after ``max_bad_steps`` in a row or when no step of an
+  epoch was finite; :class:`EpochSeed`, :class:`PlateauResume` — resumed runs equal uninterrupted ones;
+* :func:`seed_everything`, :func:`load_checkpoint`, :class:`RunCSVLogger`.
 
-A training CLI in a package::
+A training command's work function::
 
-    parser = argparse.ArgumentParser(prog="glacier-train")
-    parser.add_argument("--data_root", type=Path, required=True)
-    add_training_args(parser)
-    args = parser.parse_args()
-    cfg = TrainConfig.from_args(args)
-    seed_everything(cfg.seed)
-    run_dir = prepare_run_dir(cfg.output_dir, cfg.experiment_name, vars(args))
-    module = GlacierModule(**cfg.optimizer_hparams())
-    trainer = build_trainer(cfg, run_dir, monitor="val/mcc", mode="max")
-    trainer.fit(module, datamodule, ckpt_path=resume_checkpoint(run_dir, cfg.resume))
+    def train(cfg: GlacierTrainConfig) -> dict:
+        datamodule = GlacierDataModule(cfg.data, seed=cfg.run.seed)
+        task = GlacierTask(cfg.model, cfg.loss, **cfg.optim.hparams())
+        return fit_run(task, datamodule, cfg, command="glacier-train", monitor="val/mcc", mode="max")
 
-See ``docs/common_training.md``.
+See ``docs/common_training.md`` and ``docs/developing.md``.
 """
 
-from .callbacks import EpochSeed, NaNGuard, NonFiniteLossError, PlateauResume
-from .config import PRECISIONS, TrainConfig, add_training_args, parse_devices
-from .legacy_run import (
-    ResumeError,
-    prepare_run_dir,
-    resume_checkpoint,
-)
+from .callbacks import EpochSeed, FiniteMonitor, NaNGuard, NonFiniteLossError, PlateauResume
 from .module import OPTIMIZERS, STAGES, EOModule, flatten_metrics
 from .run import (
     RunCSVLogger,
@@ -42,6 +32,7 @@ from .run import (
     device_description,
     fit_run,
     load_checkpoint,
+    parse_devices,
 )
 from .schedulers import SCHEDULERS, WarmupReduceLROnPlateau, build_scheduler
 from .seeding import derive_seed, seed_everything
@@ -60,13 +51,8 @@ __all__ = [
     "NonFiniteLossError",
     "EpochSeed",
     "PlateauResume",
-    "add_training_args",
-    "TrainConfig",
-    "PRECISIONS",
-    "prepare_run_dir",
+    "FiniteMonitor",
     "build_trainer",
-    "resume_checkpoint",
-    "ResumeError",
     "RunCSVLogger",
     "parse_devices",
     "fit_run",

@@ -14,7 +14,7 @@ from torch.optim import Optimizer
 from ..errors import NonFiniteRunError
 from .seeding import _reseed_all, derive_seed
 
-__all__ = ["NaNGuard", "NonFiniteLossError", "EpochSeed", "PlateauResume"]
+__all__ = ["NaNGuard", "NonFiniteLossError", "EpochSeed", "FiniteMonitor", "PlateauResume"]
 
 
 class NonFiniteLossError(NonFiniteRunError):
@@ -361,3 +361,45 @@ class PlateauResume(L.Callback):
         value = self._monitor_value(trainer, config.monitor)
         if value is not None and config.scheduler.last_epoch == trainer.current_epoch:
             config.scheduler.step(value)
+
+
+class FiniteMonitor(L.Callback):
+    """Fail the run when the monitored validation metric is NaN/inf.
+
+    A diverged network gives NaN outputs and a NaN validation metric; Lightning's ``EarlyStopping``
+    then stops training quietly and the run would end as "finished" with a useless best checkpoint.
+    This callback raises :class:`~eo_common.errors.NonFiniteRunError` instead (one line for the user,
+    ``summary.json`` status ``failed``), naming the metric, the epoch and what to try. It checks at the
+    end of each training epoch (after that epoch's validation), after :class:`NaNGuard` when it comes
+    later in the callback list.
+
+    Args:
+        monitor: the metric the run selects its best checkpoint by (``"val/psnr"``).
+
+    Example:
+        >>> trainer = L.Trainer(callbacks=[FiniteMonitor("val/mcc")])  # doctest: +SKIP
+    """
+
+    def __init__(self, monitor: str):
+        self.monitor = monitor
+        self._validated: float | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if not trainer.sanity_checking and value is not None:
+            self._validated = float(value)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # at the end of the epoch (its validation has run), after the NaN guard's own check: a run
+        # that never took a finite step is reported as such, not as a NaN metric. Only a value
+        # produced by validation counts (a training metric averages skipped steps in).
+        value, self._validated = self._validated, None
+        if value is None or math.isfinite(value):
+            return
+        lr = trainer.optimizers[0].param_groups[0].get("lr") if trainer.optimizers else None
+        hint = f"lower --lr (now {lr:.3g}); " if lr is not None else ""
+        raise NonFiniteRunError(
+            f"{self.monitor} is {value} at epoch {trainer.current_epoch}: the network's "
+            f"outputs are NaN/inf (training diverged). Try to: {hint}set --grad_clip (e.g. 1.0); "
+            "check the inputs for NaN/nodata values."
+        )

@@ -37,7 +37,7 @@ from ..config import OptimConfig, RunConfig
 from ..errors import CheckpointError, UserError
 from ..io import atomic_write
 from ..runs import RunFolder, global_rank_from_env
-from .callbacks import EpochSeed, NaNGuard
+from .callbacks import EpochSeed, FiniteMonitor, NaNGuard, PlateauResume
 from .seeding import seed_everything
 
 __all__ = [
@@ -249,9 +249,9 @@ def _limit(value: float) -> float | int:
 def build_trainer(
     run: RunConfig,
     optim: OptimConfig,
-    run_dir: str | os.PathLike | None = None,
-    monitor: str = "val/loss",
-    mode: Literal["max", "min"] = "min",
+    run_dir: str | os.PathLike,
+    monitor: str,
+    mode: Literal["max", "min"],
     extra_callbacks: Iterable[L.Callback] = (),
     command: str = "eolab",
     **trainer_kwargs: Any,
@@ -261,7 +261,8 @@ def build_trainer(
     Loggers from ``run.log``; callbacks: :class:`~lightning.pytorch.callbacks.ModelCheckpoint`
     (``checkpoints/best.ckpt`` by ``monitor``/``mode``, ``checkpoints/last.ckpt`` every validation),
     EarlyStopping on ``monitor`` (unless ``optim.early_stop_patience`` is 0), :class:`NaNGuard`,
-    :class:`EpochSeed` (exact resume), LearningRateMonitor, a progress bar (``run.progress``), plus
+    :class:`FiniteMonitor` (a NaN ``monitor`` fails the run), :class:`EpochSeed` and
+    :class:`PlateauResume` (exact resume), LearningRateMonitor, a progress bar (``run.progress``), plus
     ``extra_callbacks``. Gradient clipping, accumulation, epochs, batch limits, validation interval,
     time budget, precision, devices, nodes and strategy come from the two config groups. Under
     ``torchrun`` with ``devices auto`` the device and node counts are taken from torchrun.
@@ -275,19 +276,6 @@ def build_trainer(
         command: the command's name (MLflow experiment, W&B project).
         **trainer_kwargs: overrides of other :class:`lightning.Trainer` arguments.
     """
-    if not isinstance(run, RunConfig):  # a package not yet moved off TrainConfig (transition)
-        from .legacy_run import build_trainer as legacy_build_trainer
-
-        if run_dir is not None:  # legacy positional call: (cfg, run_dir, monitor, mode)
-            monitor, mode = str(run_dir), monitor  # type: ignore[assignment]
-        return legacy_build_trainer(
-            run,
-            optim,
-            monitor=monitor,
-            mode=mode,
-            extra_callbacks=extra_callbacks,
-            **trainer_kwargs,
-        )
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
     run_dir = Path(run_dir)
@@ -321,7 +309,9 @@ def build_trainer(
         checkpoint,
         latest,
         NaNGuard(max_bad_steps=optim.max_bad_steps),
+        FiniteMonitor(monitor),
         EpochSeed(run.seed),
+        PlateauResume(),
         LearningRateMonitor(),
         _RunFiles(),
     ]
