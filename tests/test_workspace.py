@@ -213,4 +213,33 @@ def test_the_cycle_finder_finds_cycles():
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
     graph = _module_graph(ROOT / "packages" / "common" / "src", "eo_common")
     assert "eo_common.raster.io" in graph["eo_common.raster.stack"]
-    assert "eo_common.io" in graph["eo_common.runs"] and "eo_common.config" in graph["eo_common.runs"]
+    assert (
+        "eo_common.io" in graph["eo_common.runs"] and "eo_common.config" in graph["eo_common.runs"]
+    )
+
+
+def _commands() -> list[tuple[str, object]]:
+    from eo_common.command import Command
+
+    out = []
+    for script, target in _console_scripts():
+        module_name, attr = target.split(":")
+        cmd = getattr(importlib.import_module(module_name), attr)
+        if isinstance(cmd, Command):
+            out.append((script, cmd))
+    return out
+
+
+@pytest.mark.parametrize(("script", "cmd"), _commands(), ids=lambda v: str(getattr(v, "prog", v)))
+def test_print_config_round_trips_through_config(script, cmd, tmp_path, capsys, monkeypatch):
+    """``X --print_config > a.yaml && X --config a.yaml --print_config`` prints the same YAML."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        cmd.parse(["--print_config"])
+    assert stop.value.code == 0
+    first = capsys.readouterr().out
+    assert len(first.splitlines()) > 3, f"{script} printed no config"
+    (tmp_path / "a.yaml").write_text(first)
+    with pytest.raises(SystemExit):
+        cmd.parse(["--config", str(tmp_path / "a.yaml"), "--print_config"])
+    assert capsys.readouterr().out == first
