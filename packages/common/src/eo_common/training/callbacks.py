@@ -226,29 +226,23 @@ class NaNGuard(L.Callback):
         )
         if self.consecutive_bad_steps >= self.max_bad_steps:
             lr = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
-            raise NonFiniteLossError(
-                step=trainer.global_step,
-                epoch=trainer.current_epoch,
-                bad_steps=self.consecutive_bad_steps,
-                total_bad_steps=self.total_bad_steps,
-                last_finite_loss=self.last_finite_loss,
-                last_finite_step=self.last_finite_step,
-                lr=float(lr) if lr is not None else None,
-                precision=str(trainer.precision),
-            )
+            raise self._error(trainer, lr=float(lr) if lr is not None else None)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.good_steps == 0 and self.total_bad_steps > 0:
-            raise NonFiniteLossError(
-                step=trainer.global_step,
-                epoch=trainer.current_epoch,
-                bad_steps=self.consecutive_bad_steps,
-                total_bad_steps=self.total_bad_steps,
-                last_finite_loss=self.last_finite_loss,
-                last_finite_step=self.last_finite_step,
-                precision=str(trainer.precision),
-                all_skipped=True,
-            )
+            raise self._error(trainer, all_skipped=True)
+
+    def _error(self, trainer: L.Trainer, **details: Any) -> NonFiniteLossError:
+        return NonFiniteLossError(
+            step=trainer.global_step,
+            epoch=trainer.current_epoch,
+            bad_steps=self.consecutive_bad_steps,
+            total_bad_steps=self.total_bad_steps,
+            last_finite_loss=self.last_finite_loss,
+            last_finite_step=self.last_finite_step,
+            precision=str(trainer.precision),
+            **details,
+        )
 
 
 class EpochSeed(L.Callback):
