@@ -76,7 +76,28 @@ def test_stage2_lora_counts_and_patch_embed_untouched():
     ) == head + lora_parameter_count(model)
 
 
+def test_building_a_model_keeps_the_float32_matmul_precision_of_the_process():
+    """terratorch sets ``torch.set_float32_matmul_precision("medium")`` when imported; a process that
+    built a gac model must keep computing other runs' matmuls as before (checked in a fresh process,
+    where terratorch is not imported yet)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; before = torch.get_float32_matmul_precision();"
+        "from gac_pipeline.model import RefinerConfig, Stage2Refiner;"
+        "Stage2Refiner(RefinerConfig(backbone='prithvi_eo_tiny', lora_rank=2, img_size=64));"
+        "import terratorch, sys;"
+        "print(before, torch.get_float32_matmul_precision())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["highest", "highest"], out.stderr[-2000:]
+
+
 def test_bare_proj_target_would_hit_the_patch_embedding():
+    from gac_pipeline.model import import_terratorch
+
+    import_terratorch()
     from terratorch.registry import BACKBONE_REGISTRY
 
     backbone = BACKBONE_REGISTRY.build(

@@ -19,6 +19,7 @@ from gac_pipeline.config import TERRAMIND_SIZES
 from gac_pipeline.model import (
     crop_padding,
     hub_errors,
+    import_terratorch,
     load_full_state_dict,
     pad_to_multiple,
     read_state_dict,
@@ -60,6 +61,7 @@ def build_generator(
         CheckpointError: the checkpoint is missing, unreadable or not this model's weights; the hub
             weights cannot be fetched.
     """
+    import_terratorch()
     from terratorch.registry import FULL_MODEL_REGISTRY
 
     if size not in TERRAMIND_SIZES:

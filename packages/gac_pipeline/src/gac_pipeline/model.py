@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_STAGE2_LORA_TARGETS",
     "STAGE3_LORA_TARGETS_ALL",
     "STAGE3_LORA_TARGETS_CROSS",
+    "import_terratorch",
     "pad_to_multiple",
     "crop_padding",
     "read_state_dict",
@@ -54,6 +55,24 @@ __all__ = [
     "Stage3Grounder",
     "CycleSARPredictor",
 ]
+
+
+def import_terratorch() -> None:
+    """Import terratorch (its model registries) without its process-wide side effect.
+
+    Importing terratorch imports its Clay v1.5 backbone module, which calls
+    ``torch.set_float32_matmul_precision("medium")`` at import time. That changes the float32 matmul
+    numerics of everything else the process trains (oneDNN may then compute float32 matmuls in
+    bfloat16), so a run in a process that once built a gac model would not equal the same run in a
+    fresh process. Every import of terratorch in this package goes through here and keeps the
+    process's precision.
+    """
+    precision = torch.get_float32_matmul_precision()
+    try:
+        import terratorch  # noqa: F401  (registers the backbones and full models)
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
 
 STAGE3_LORA_TARGETS_ALL = r".*encoder\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2|fc3))"
 STAGE3_LORA_TARGETS_CROSS = r".*encoder\.\d+\.attn\.(qkv|proj)"
@@ -164,6 +183,7 @@ def load_full_state_dict(
 
 
 def _check_prithvi_hub(backbone: str) -> None:
+    import_terratorch()
     from terratorch.models.backbones.prithvi_vit import pretrained_weights
 
     if backbone not in pretrained_weights:
@@ -268,6 +288,7 @@ class RefinerConfig:
 
 def build_prithvi(config: RefinerConfig) -> nn.Module:
     """The frozen Prithvi backbone of a :class:`RefinerConfig`, without LoRA or int8 (seeded)."""
+    import_terratorch()
     from terratorch.models.backbones.prithvi_vit import prithvi_cfgs
     from terratorch.registry import BACKBONE_REGISTRY
 
@@ -311,6 +332,7 @@ class Stage2Refiner(nn.Module):
 
     def __init__(self, config: RefinerConfig):
         super().__init__()
+        import_terratorch()
         from terratorch.models.backbones.prithvi_vit import prithvi_cfgs
 
         self.config = config
@@ -383,6 +405,7 @@ class GrounderConfig:
 
 def build_terramind_encoder(config: GrounderConfig) -> nn.Module:
     """The frozen two-modality TerraMind encoder of a :class:`GrounderConfig` (seeded, no LoRA)."""
+    import_terratorch()
     from terratorch.registry import BACKBONE_REGISTRY
 
     if config.model_size not in TERRAMIND_SIZES:
@@ -420,6 +443,7 @@ class Stage3Grounder(nn.Module):
 
     def __init__(self, config: GrounderConfig):
         super().__init__()
+        import_terratorch()
         from terratorch.models.backbones.terramind.model.terramind_register import (
             v1_pretraining_mean,
             v1_pretraining_std,
