@@ -19,6 +19,7 @@ import rasterio
 import torch
 from eo_common.runs import read_summary
 from gac_pipeline.cli import gac_infer, gac_stage2, gac_stage3
+from gac_pipeline.config import infer_metrics
 from gac_pipeline.data import build_catalogue
 
 OLD = Path(__file__).parent / "data" / "old_release"
@@ -73,6 +74,8 @@ def test_stage2_run_folder(stage2_run):
     assert summary["monitor"] == "val/psnr" and summary["epochs_run"] == 2
     for name in ("val/psnr", "val/ssim", "val/sam_deg", "val/sar_edge", "val/loss"):
         assert np.isfinite(summary["metrics"][name]), name
+    # what gac-stage2 declares (eolab sweep), LPIPS only with LPIPS weights
+    assert set(summary["metrics"]) == set(gac_stage2.metrics) - {"val/lpips"}
     best = Path(summary["paths"]["best_checkpoint"])
     assert best == stage2_run / "checkpoints" / "best.ckpt" and best.stat().st_size < 5 * 2**20
     state = _weights(best)  # adapters and head only, not the frozen backbone
@@ -129,6 +132,7 @@ def test_peft_export_loads_onto_the_terratorch_backbone(stage2_run, tmp_path):
 def test_stage3_after_the_seed_chain(stage3_run, stage2_run):
     summary = read_summary(stage3_run)
     assert summary["monitor"] == "val/sar_edge" and 0 <= summary["metrics"]["val/sar_edge"] <= 1
+    assert set(summary["metrics"]) == set(gac_stage3.metrics) - {"val/lpips"}
     assert summary["status"] == "finished"
     state = _weights(stage3_run / "checkpoints" / "best.ckpt")
     assert any(".attn." in k and "lora_A" in k for k in state)
@@ -145,6 +149,8 @@ def test_infer_writes_every_stage_and_never_mixes_runs(fake_benv2, stage2_run, s
     summary = read_summary(out)
     for name in ("test/psnr", "test/ssim", "test/sam_deg", "test/sar_edge", "test/opt_v1/psnr"):
         assert np.isfinite(summary["metrics"][name]), name
+    declared = [n for n in infer_metrics("test") if not n.endswith("lpips")]  # no LPIPS weights
+    assert list(summary["metrics"]) == declared and set(declared) <= set(gac_infer.metrics)
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["rows"]) == ["stage 1 only", "stages 1+2", "stages 1+2+3"]
     assert read_summary(out / "stage1")["status"] == "finished"

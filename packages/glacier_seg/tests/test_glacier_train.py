@@ -54,6 +54,7 @@ def test_summary_and_val_mcc_is_sklearn_mcc_of_the_validation_pixels(glacier_roo
     ]
     for key in ("val/mcc", "val/kappa", "val/per_class/lake/iou", "val/per_class/debris/f1"):
         assert np.isfinite(summary["metrics"][key]), key
+    assert tuple(summary["metrics"]) == glacier_train.metrics  # what it declares (eolab sweep)
     model = load_model(summary["paths"]["best_checkpoint"])
     (tile,) = [t for t in find_tiles(glacier_root) if t.tile_id == "5"]
     (arrays,) = load_tiles([tile], glcm=model.texture)
@@ -122,6 +123,7 @@ def test_eval_of_an_ensemble_with_tta_matches_sklearn(glacier_root, glcm_cache, 
     assert len(list(out.glob("panel_*.png"))) == 2 and (out / "confusion_matrix.png").is_file()
     record = json.loads((out / "summary.json").read_text())
     assert record["status"] == "finished" and record["metrics"]["test/mcc"] == metrics["mcc"]
+    assert tuple(record["metrics"]) == glacier_eval.metrics
     val = tmp_path / "val"
     assert glacier_eval([*common, "--checkpoint", ckpt, "--output_dir", str(val)]) == 0
     metrics = json.loads((val / "metrics.json").read_text())
@@ -163,6 +165,7 @@ def test_predict_names_masks_like_band1_and_writes_gis_class_maps(trained, glcm_
     assert glacier_predict([*args, "--resume"]) == 0
     record = json.loads((out / "summary.json").read_text())
     assert record["metrics"] == {"tiles_written": 0.0, "tiles_skipped": 2.0}
+    assert tuple(record["metrics"]) == glacier_predict.metrics
     assert {p: p.stat().st_mtime_ns for p in (out / "masks").iterdir()} == mtimes
 
 
