@@ -26,7 +26,7 @@ from glacier_tiny import TINY_MODEL
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 4
+EPOCHS = 3
 GRID = {"loss.mcc_weight": [0.0, 0.5], "optim.lr": [1.0e-3, 3.0e-3, 1.0e-2]}  # 6 trials
 
 
@@ -37,7 +37,7 @@ def env() -> dict[str, str]:
 
 
 def glacier_sweep(tmp_path: Path, root: Path, cache: Path) -> Path:
-    """A grid of 6 glacier-train trials on the fake tiles (tile 05 held out), 4 epochs of 2 steps."""
+    """A grid of 6 glacier-train trials on the fake tiles (tile 05 held out), 3 epochs of 2 steps."""
     path = tmp_path / "glacier_grid.yaml"
     base = {
         "data.root": str(root), "data.glcm_cache": str(cache), "data.val_ids": "05",
@@ -68,7 +68,8 @@ def open_study(out: Path, storage: str):
 
 
 def _victim(out: Path, storage: str, deadline: float) -> tuple[int, str]:
-    """(worker pid, trial folder) of a trial mid-way: its first checkpoint written, not finished."""
+    """(worker pid, trial folder) of a trial mid-way (its first checkpoint written, not finished),
+    once 4 trials are complete: the other worker then has little left to run alone."""
     from optuna.trial import TrialState
 
     study = None
@@ -79,7 +80,11 @@ def _victim(out: Path, storage: str, deadline: float) -> tuple[int, str]:
             except Exception:  # noqa: BLE001 - the sweep has not made the study yet
                 time.sleep(0.2)
                 continue
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        trials = study.get_trials(deepcopy=False)
+        if sum(t.state == TrialState.COMPLETE for t in trials) < 4:
+            time.sleep(0.5)
+            continue
+        for t in (t for t in trials if t.state == TrialState.RUNNING):
             dirs, worker = t.user_attrs.get("run_dirs"), t.user_attrs.get("eolab_worker")
             if not dirs or not worker:
                 continue
@@ -87,7 +92,7 @@ def _victim(out: Path, storage: str, deadline: float) -> tuple[int, str]:
             summary = read_summary(run) or {}
             if (run / "checkpoints" / "last.ckpt").is_file() and summary.get("status") == "running":
                 return int(worker["pid"]), Path(dirs[0]).name
-        time.sleep(0.05)
+        time.sleep(0.1)
     raise AssertionError("no trial reached the middle of its training in time")
 
 
@@ -106,7 +111,7 @@ def kill_one_worker_then_rerun(tmp_path: Path, root: Path, cache: Path, storage:
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env())
     try:
-        pid, folder = _victim(out, storage, time.time() + 150)
+        pid, folder = _victim(out, storage, time.time() + 240)
         os.kill(pid, signal.SIGKILL)
         assert proc.wait(timeout=300) == 1  # a worker died: the run says so
     finally:
@@ -125,7 +130,9 @@ def kill_one_worker_then_rerun(tmp_path: Path, root: Path, cache: Path, storage:
     _, study = open_study(out, storage)
     trials = study.get_trials(deepcopy=False)
     retired = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
-    counted = [t for t in trials if t.number not in retired and not t.user_attrs.get("eolab_surplus")]
+    counted = [
+        t for t in trials if t.number not in retired and not t.user_attrs.get("eolab_surplus")
+    ]
     assert len(counted) == 6 and all(t.state == TrialState.COMPLETE for t in counted)
     points = {json.dumps(t.params, sort_keys=True) for t in counted}
     grid = {
