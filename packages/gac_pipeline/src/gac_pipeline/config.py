@@ -454,21 +454,31 @@ class InferModel:
         None, help="the gac-stage3 model (same forms); omit to stop after stage 2"
     )
     last_stage: int = opt(
-        3,
-        help="run and score stages 1..N: 1 = stage 1 only, 2 = stages 1+2, 3 = all three (without "
-        "--stage3_checkpoint the run stops after stage 2); the ablation preset "
-        "gac_pipeline:stages varies it",
-        min=1,
+        0,
+        help="run and score stages 1..N: 1 = stage 1 only, 2 = stages 1+2, 3 = all three; 0 = "
+        "every stage given (3 with --stage3_checkpoint, else 2). The ablation preset "
+        "gac_pipeline:ablation runs 1, 2 and 3 as variants",
+        min=0,
         max=3,
     )
 
+    @property
+    def stages(self) -> int:
+        """How many stages the run scores (``last_stage``, or what the checkpoints allow)."""
+        if self.last_stage:
+            return self.last_stage
+        return 3 if self.stage3_checkpoint is not None else 2
+
     def check(self) -> list[str]:
-        if self.stage2_checkpoint is None and self.last_stage >= 2:
-            return [
+        problems = []
+        if self.stage2_checkpoint is None and self.stages >= 2:
+            problems.append(
                 "stage2_checkpoint: required (give --stage2_checkpoint or set it in the config "
                 "file), unless --last_stage 1"
-            ]
-        return []
+            )
+        if self.stage3_checkpoint is None and self.last_stage == 3:
+            problems.append("stage3_checkpoint: required with --last_stage 3")
+        return problems
 
 
 @dataclass

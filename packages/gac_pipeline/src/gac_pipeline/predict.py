@@ -3,7 +3,7 @@
 Stage 1 outputs come from ``--stage1_dir`` (a gac-stage1 run); without it they are generated here into
 ``<run>/stage1`` with the ``stage1.*`` settings (a nested gac-stage1 run, resumed by ``--resume``).
 Then opt_v2 = stage 2 (``--stage2_checkpoint``) and opt_v3 = stage 3 (``--stage3_checkpoint``, optional).
-``--last_stage 1`` or ``2`` stops after that stage (the ablation preset ``gac_pipeline:stages`` runs
+``--last_stage 1`` or ``2`` stops after that stage (the ablation preset ``gac_pipeline:ablation`` runs
 the three as variants paired by seed: the same stage-1 tiles for every variant of one seed).
 
 The run folder (``--output_dir``) holds::
@@ -128,9 +128,9 @@ def infer(cfg: InferConfig, log=_stderr) -> dict:
     split = {"val": "validation"}.get(cfg.data.split, cfg.data.split)
     records = split_records(cfg.data.root, split, cfg.data.max_tiles)
     refiner = grounder = None
-    if cfg.model.last_stage >= 2:
+    if cfg.model.stages >= 2:
         refiner = load_stage_model(cfg.model.stage2_checkpoint, expect_kind="stage2")
-    if cfg.model.stage3_checkpoint is not None and cfg.model.last_stage == 3:
+    if cfg.model.stages == 3:
         grounder = load_stage_model(cfg.model.stage3_checkpoint, expect_kind="stage3")
     stage1_dir = cfg.data.stage1_dir
     generator = None
