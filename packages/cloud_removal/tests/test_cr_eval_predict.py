@@ -13,6 +13,7 @@ import rasterio
 import torch
 from affine import Affine
 from cloud_removal.cli import cr_eval, cr_predict
+from cloud_removal.config import eval_metrics
 from cloud_removal.data import SEN12MSCRDataset
 from cloud_removal.evaluate import load_task
 from eo_common.raster import read_raster, write_raster
@@ -72,6 +73,9 @@ def test_cr_eval_matches_hand_computed_metrics(fake_root, identity_checkpoint, t
         10 * np.log10(1 / err_clear.mean()), abs=1e-4
     )
     assert summary["metrics"]["test/psnr"] == m["model"]["all"]["psnr"]
+    # exactly the names cr-eval declares for the split (LPIPS only with --lpips_weights)
+    assert set(summary["metrics"]) == set(eval_metrics("test")) - {"test/lpips"}
+    assert set(summary["metrics"]) <= set(cr_eval.metrics)
     assert summary["metrics"]["test/psnr_gain"] == pytest.approx(0.0, abs=1e-9)
     with open(summary["paths"]["per_image_csv"]) as f:
         rows = list(csv.DictReader(f))

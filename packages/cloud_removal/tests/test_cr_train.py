@@ -43,6 +43,7 @@ def test_config_yaml_repeats_the_run_and_a_finished_run_is_never_modified(
     s1 = _summary(run1)
     assert s1["status"] == "finished" and s1["command"] == "cr-train"
     assert set(s1["metrics"]) == {"val/psnr", "val/ssim", "val/sam_deg", "val/mae", "val/psnr_gain"}
+    assert tuple(s1["metrics"]) == cr_train.metrics  # what cr-train declares (eolab sweep)
     assert s1["best_epoch"] in (0, 1) and s1["epochs_run"] == 2
     # the run folder's config.yaml repeats the run: same metrics in another folder
     config = run1 / "config.yaml"
@@ -157,29 +158,85 @@ def test_divergence_stops_in_one_line(fake_root, tmp_path, tiny_flags, capsys):
     assert _summary(tmp_path / "nan")["status"] == "failed"
 
 
-def test_cr_ablate_keys_runs_by_their_full_config(fake_root, tmp_path, tiny_flags, capsys):
-    """A rerun with another budget trains again instead of reusing runs of the first budget (the
-    old manifest keyed runs by name_seed and mixed a 1-epoch 'full' with 2-epoch variants)."""
+def _trial_runs(abl: Path) -> dict[str, dict]:
+    """``{<sweep key>/<trial folder>: summary}`` of every run cr-ablate's sweeps made."""
+    return {
+        f"{p.parent.parent.name}/{p.name}": _summary(p)
+        for p in sorted((abl / "sweeps").glob("*/trials/*"))
+        if (p / "summary.json").is_file()
+    }
+
+
+@pytest.mark.slow
+def test_cr_ablate_runs_the_preset_as_a_sweep_and_reuses_runs_by_their_full_config(
+    fake_root, tmp_path, tiny_flags, capsys
+):
+    """cr-ablate = the cloud_removal:ablation preset over its base config: one ordinary cr-train
+    run per variant x seed; a rerun with the same settings trains nothing; another budget trains
+    again in its own sweep instead of reusing runs of the first budget (the old manifest keyed runs
+    by name_seed and mixed a 1-epoch 'full' with 2-epoch variants)."""
+    from cloud_removal.config import ABLATIONS, ablation_preset
+
+    abl = tmp_path / "abl"
     base = ["--input_data_folder", str(fake_root), *tiny_flags, "--limit_train_batches", "1"]
-    base += ["--configs", "[full,no_sar_gating]", "--ablation_dir", str(tmp_path / "abl")]
+    base += ["--configs", "[full,no_sar_gating]", "--seeds", "2", "--ablation_dir", str(abl)]
     assert cr_ablate([*base, "--max_epochs", "1"]) == 0
-    table = (tmp_path / "abl" / "ablation.md").read_text()
+    table = (abl / "ablation.md").read_text()
     assert "| full |" in table and "| no_sar_gating |" in table and "epochs=1" in table
-    runs = sorted(p.name for p in (tmp_path / "abl" / "runs").iterdir())
-    assert len(runs) == 2
-    first = _snapshot(tmp_path / "abl" / "runs")
-    # the same settings again: every run is reused, nothing trains
+    runs = _trial_runs(abl)
+    assert len(runs) == 4  # 2 variants x 2 seeds, ordinary cr-train run folders
+    assert {r["command"] for r in runs.values()} == {"cr-train"}
+    assert all(r["status"] == "finished" and r["epochs_run"] == 1 for r in runs.values())
+    assert sorted(r["seed"] for r in runs.values()) == [0, 0, 1, 1]
+    # each run is its variant of the preset's base: only no_sar_gating's switch differs
+    for path in (abl / "sweeps").glob("*/trials/*"):
+        cfg = cr_train.parse(["--config", str(path / "config.yaml")])
+        for key, value in ablation_preset()["base"].items():
+            group, name = key.split(".")
+            if key not in ABLATIONS["no_sar_gating"]:
+                assert getattr(getattr(cfg, group), name) == value, (path, key)
+    gating = {r["extra"]["parameters"] for r in runs.values()}
+    assert len(gating) == 2  # the SAR gate has weights: the variants are different networks
+    # the table is computed from those runs: mean over seeds and the paired difference
+    results = json.loads((abl / "ablation.json").read_text())["results"]
+    by_run = {str(Path(r["run_dir"]).name): r for v in results.values() for r in v.values()}
+    assert len(by_run) == 4
+    full = results["full"]
+    psnr = [full[s]["psnr"] for s in ("0", "1")]
+    assert all(
+        r["psnr"] == pytest.approx(runs[f"{Path(r['run_dir']).parent.parent.name}/"
+                                        f"{Path(r['run_dir']).name}"]["metrics"]["val/psnr"])
+        for v in results.values() for r in v.values()
+    )  # fmt: skip
+    assert f"{sum(psnr) / 2:.3f} ± " in table
+    delta = [results["no_sar_gating"][s]["psnr"] - full[s]["psnr"] for s in ("0", "1")]
+    assert f"{sum(delta) / 2:+.4g}" in table  # the paired delta, with its verdict
+    assert "## Paired by seed against `full`" in table
+    summary = _summary(abl)
+    assert summary["metrics"] == {
+        "full/val_psnr": pytest.approx(sum(psnr) / 2),
+        "no_sar_gating/val_psnr": pytest.approx(
+            sum(results["no_sar_gating"][s]["psnr"] for s in ("0", "1")) / 2
+        ),
+    }
+    assert set(summary["metrics"]) <= set(cr_ablate.metrics)
+    first = _snapshot(abl / "sweeps")
+    # the same settings again: the sweep resumes, every run is kept, nothing trains
     assert cr_ablate([*base, "--max_epochs", "1", "--resume"]) == 0
-    assert _snapshot(tmp_path / "abl" / "runs") == first
-    # another budget: new runs (their own folders), the table shows only them
+    after = _snapshot(abl / "sweeps")
+    assert {k: v for k, v in after.items() if "/trials/" in k} == {
+        k: v for k, v in first.items() if "/trials/" in k
+    }
+    # another budget: new runs (another sweep folder), the table shows only them
     assert cr_ablate([*base, "--max_epochs", "2", "--resume"]) == 0
-    runs2 = sorted(p.name for p in (tmp_path / "abl" / "runs").iterdir())
-    assert len(runs2) == 4 and set(runs) < set(runs2)
-    results = json.loads((tmp_path / "abl" / "ablation.json").read_text())["results"]
+    runs2 = _trial_runs(abl)
+    assert len(runs2) == 8 and set(runs) < set(runs2)
+    results = json.loads((abl / "ablation.json").read_text())["results"]
     assert {r["epochs"] for by_seed in results.values() for r in by_seed.values()} == {2}
-    assert "epochs=2" in (tmp_path / "abl" / "ablation.md").read_text()
+    assert "epochs=2" in (abl / "ablation.md").read_text()
     for name in set(runs2) - set(runs):
-        assert _summary(tmp_path / "abl" / "runs" / name)["epochs_run"] == 2
+        assert runs2[name]["epochs_run"] == 2
+    capsys.readouterr()
     assert cr_ablate([*base, "--max_epochs", "2"]) == 2  # no --resume: the rerun rule
     assert "already holds a finished run of cr-ablate" in capsys.readouterr().err
 

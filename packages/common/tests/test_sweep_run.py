@@ -1,9 +1,9 @@
 """``eolab sweep run`` end to end: workers sharing one study, a SIGKILLed worker, reruns, pruning in
-real Lightning epochs, failed trials, and the report (embedded journal storage and PostgreSQL)."""
+real Lightning epochs, failed trials, and the report (embedded journal storage and PostgreSQL: the
+``postgres_url`` fixture of the root conftest.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -23,28 +23,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(autouse=True)
 def toys_importable(monkeypatch):
     monkeypatch.syspath_prepend(str(SUPPORT))
-
-
-def _pg_module():
-    spec = importlib.util.spec_from_file_location("eolab_pg_server", SUPPORT / "pg_server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A throwaway PostgreSQL server (skips without one, fails if EOLAB_REQUIRE_POSTGRES=1)."""
-    pg = _pg_module()
-    server = pg.throwaway_postgres()
-    try:
-        url = server.__enter__()
-    except pg.Unavailable as exc:
-        if os.environ.get("EOLAB_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"EOLAB_REQUIRE_POSTGRES=1 but no PostgreSQL server: {exc}")
-        pytest.skip(f"no PostgreSQL server here: {exc}")
-    yield url
-    server.__exit__(None, None, None)
 
 
 def env() -> dict[str, str]:

@@ -283,3 +283,38 @@ def test_run_fields_of_a_command_with_or_without_a_run_group(tmp_path):
         "run.output_dir": str(folder.resolve()), "run.name": "0003_s1", "run.seed": 1,
         "run.resume": False, "run.progress": False,
     }  # fmt: skip
+
+
+def test_run_only_some_variants_with_other_seeds(tmp_path, capsys):
+    """``--variants`` and ``--seeds`` pick part of a preset from the command line: refused in one
+    line before anything is written when wrong; otherwise the sweep holds exactly those."""
+    from eo_common.sweep.cli import sweep_run
+    from eo_common.sweep.launcher import _select
+
+    data = {
+        "command": "eolab_sweep_toys:quad",
+        "base": {"optim.epochs": 1, "model.x": 1.0, "model.y": 2},
+        "variants": {"base": {}, "b_kind": {"model.kind": "b"}, "c_kind": {"model.kind": "c"}},
+        "objective": {"metric": "val/score", "direction": "maximize"},
+        "seeds": 3,
+    }
+    sweep = write(tmp_path, data, "ablation.yaml")
+    out = tmp_path / "out"
+    for args, message in (
+        (["--variants", "[b_kind,c_kind]"], "--variants: include the baseline 'base'"),
+        (["--variants", "[base,d_kind]"], "--variants: no variant ['d_kind'] in this sweep"),
+        (["--seeds", "[1,1]"], "--seeds: repeated seed in [1, 1]"),
+    ):
+        assert sweep_run([str(sweep), "--out", str(out), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not out.exists()
+    spec, _ = load_sweep(sweep)
+    assert spec.seeds == [0, 1, 2] and spec.trials == 3
+    _select(spec, [3, 4], ["base", "b_kind"])
+    assert [p["label"] for p in spec.points()] == ["base", "b_kind"]
+    assert spec.seeds == [3, 4] and spec.trials == 2 and spec.baseline == "base"
+    assert spec.as_dict()["variants"] == {"base": {}, "b_kind": {"model.kind": "b"}}
+    grid = {**{k: v for k, v in data.items() if k != "variants"}, "grid": {"model.y": [1, 2]}}
+    assert sweep_run([str(write(tmp_path, grid)), "--out", str(out), "--variants", "[a]"]) == 2
+    assert "--variants: a grid sweep has no named variants" in capsys.readouterr().err

@@ -92,6 +92,7 @@ def test_determinism_and_metadata(fake_benv2, tiny_generator, reference, tmp_pat
     assert lines[-1] == f"Processed: 1/1 tiles, Errors: 0, Output dir: {tmp_path / 'a'}"
     assert a["status"] == "finished" and a["extra"]["generated"] == 1
     assert a["metrics"]["stage1/done"] == 1 and a["metrics"]["stage1/failed"] == 0
+    assert tuple(a["metrics"]) == gac_stage1.metrics  # what gac-stage1 declares
     for record in build_catalogue(fake_benv2, max_tiles=1):
         xa, tags, crs = _read(stage1_path(tmp_path / "a", record.patch_id))
         xr, _, _ = _read(stage1_path(reference, record.patch_id))

@@ -19,6 +19,7 @@ import rasterio
 import torch
 from eo_common.runs import read_summary
 from gac_pipeline.cli import gac_infer, gac_stage2, gac_stage3
+from gac_pipeline.config import infer_metrics
 from gac_pipeline.data import build_catalogue
 
 OLD = Path(__file__).parent / "data" / "old_release"
@@ -73,6 +74,8 @@ def test_stage2_run_folder(stage2_run):
     assert summary["monitor"] == "val/psnr" and summary["epochs_run"] == 2
     for name in ("val/psnr", "val/ssim", "val/sam_deg", "val/sar_edge", "val/loss"):
         assert np.isfinite(summary["metrics"][name]), name
+    # what gac-stage2 declares (eolab sweep), LPIPS only with LPIPS weights
+    assert set(summary["metrics"]) == set(gac_stage2.metrics) - {"val/lpips"}
     best = Path(summary["paths"]["best_checkpoint"])
     assert best == stage2_run / "checkpoints" / "best.ckpt" and best.stat().st_size < 5 * 2**20
     state = _weights(best)  # adapters and head only, not the frozen backbone
@@ -129,6 +132,7 @@ def test_peft_export_loads_onto_the_terratorch_backbone(stage2_run, tmp_path):
 def test_stage3_after_the_seed_chain(stage3_run, stage2_run):
     summary = read_summary(stage3_run)
     assert summary["monitor"] == "val/sar_edge" and 0 <= summary["metrics"]["val/sar_edge"] <= 1
+    assert set(summary["metrics"]) == set(gac_stage3.metrics) - {"val/lpips"}
     assert summary["status"] == "finished"
     state = _weights(stage3_run / "checkpoints" / "best.ckpt")
     assert any(".attn." in k and "lora_A" in k for k in state)
@@ -145,6 +149,8 @@ def test_infer_writes_every_stage_and_never_mixes_runs(fake_benv2, stage2_run, s
     summary = read_summary(out)
     for name in ("test/psnr", "test/ssim", "test/sam_deg", "test/sar_edge", "test/opt_v1/psnr"):
         assert np.isfinite(summary["metrics"][name]), name
+    declared = [n for n in infer_metrics("test") if not n.endswith("lpips")]  # no LPIPS weights
+    assert list(summary["metrics"]) == declared and set(declared) <= set(gac_infer.metrics)
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["rows"]) == ["stage 1 only", "stages 1+2", "stages 1+2+3"]
     assert read_summary(out / "stage1")["status"] == "finished"
@@ -158,6 +164,50 @@ def test_infer_writes_every_stage_and_never_mixes_runs(fake_benv2, stage2_run, s
     assert gac_infer([*bad, "--overwrite"]) == 2  # bad input + --overwrite: refused, kept
     assert "nope.ckpt" in capsys.readouterr().err
     assert _snapshot(out) == before
+
+
+def test_last_stage_stops_after_stage_1_or_2_on_the_same_stage1_tiles(
+    fake_benv2, stage1_dir, stage2_run, stage3_run, tmp_path, capsys
+):
+    """gac-infer --last_stage 1 / 2 / 3 (the variants of the gac_pipeline:ablation preset): each
+    scores the stages up to N on the same opt_v1 tiles, so stage 1's scores agree and the headline
+    metrics are those of the last stage run; --last_stage 1 needs no stage-2 model."""
+    common = ["--data-dir", str(fake_benv2), "--stage1-dir", str(stage1_dir), "--no-progress"]
+    ckpts = ["--stage2-checkpoint", str(stage2_run), "--stage3-checkpoint", str(stage3_run)]
+    summaries = {}
+    for n, extra in ((1, []), (2, ckpts), (3, ckpts)):
+        out = tmp_path / f"last{n}"
+        assert gac_infer([*common, *extra, "--last_stage", str(n), "--output-dir", str(out)]) == 0
+        summaries[n] = read_summary(out)
+        rows = json.loads((out / "metrics.json").read_text())["rows"]
+        assert list(rows) == ["stage 1 only", "stages 1+2", "stages 1+2+3"][:n]
+        stages = ["opt_v1", "opt_v2", "opt_v3"][:n]
+        assert sorted(p.name for p in out.iterdir() if p.name.startswith("opt_v")) == stages[1:]
+        last = stages[-1]
+        declared = [
+            m
+            for m in infer_metrics("test")
+            if not m.endswith("lpips")
+            and (m.count("/") == 1 or m.split("/")[1] in stages)
+            and m != "test/opt_v1/seconds_per_tile"  # no generation here: stage-1 time unknown
+        ]
+        assert list(summaries[n]["metrics"]) == declared
+        m = summaries[n]["metrics"]
+        assert m["test/psnr"] == m[f"test/{last}/psnr"]
+    for n in (2, 3):  # the same stage-1 tiles: stage 1 scores identical in every variant
+        for k in ("psnr", "ssim", "sar_edge"):
+            assert (
+                summaries[n]["metrics"][f"test/opt_v1/{k}"]
+                == summaries[1]["metrics"][f"test/opt_v1/{k}"]
+            )
+    assert (
+        summaries[2]["metrics"]["test/opt_v2/psnr"] == summaries[3]["metrics"]["test/opt_v2/psnr"]
+    )
+    capsys.readouterr()
+    assert gac_infer([*common, "--last_stage", "3", "--stage2-checkpoint", str(stage2_run),
+                      "--output-dir", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert "model.stage3_checkpoint: required with --last_stage 3" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_checkpoints_of_the_previous_release_still_load(fake_benv2, stage1_dir, tmp_path):

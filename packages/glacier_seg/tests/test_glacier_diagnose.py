@@ -149,6 +149,7 @@ def test_diagnose_full_report_with_ablation(glacier_root, glcm_cache, tmp_path):
     assert five["hyper_parameters"]["model"]["in_channels"] == 5
     summary = json.loads((out / "summary.json").read_text())
     assert all(Path(p).is_file() for p in summary["paths"].values())
+    assert tuple(summary["metrics"]) == glacier_diagnose.metrics  # every check and ablation ran
     assert "overfit one batch" in (out / "report.md").read_text()
     # a checkpoint of a pretrained run loads without the initial weights file (weights are inside)
     from glacier_seg.inference import load_model

@@ -54,6 +54,7 @@ def test_summary_and_val_mcc_is_sklearn_mcc_of_the_validation_pixels(glacier_roo
     ]
     for key in ("val/mcc", "val/kappa", "val/per_class/lake/iou", "val/per_class/debris/f1"):
         assert np.isfinite(summary["metrics"][key]), key
+    assert tuple(summary["metrics"]) == glacier_train.metrics  # what it declares (eolab sweep)
     model = load_model(summary["paths"]["best_checkpoint"])
     (tile,) = [t for t in find_tiles(glacier_root) if t.tile_id == "5"]
     (arrays,) = load_tiles([tile], glcm=model.texture)
@@ -76,6 +77,63 @@ def test_config_yaml_repeats_the_run(trained, tmp_path):
     a = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     b = torch.load(other / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_runs_compare_on_two_glacier_runs_prints_the_table_and_draws_the_curves(
+    glacier_root, glcm_cache, trained, tmp_path
+):
+    """``eolab runs compare`` on two real glacier-train run folders that differ in the learning
+    rate: the table names that field and each run's metrics (deltas against the first), the CSV
+    holds the summaries' numbers, and curves.png overlays every metrics.csv column it names."""
+    import math
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    run_a, summary_a = trained
+    run_b = tmp_path / "runs" / "lr3e-3"
+    assert glacier_train(tiny_args(glacier_root, run_b, glcm_cache, "--lr", "3e-3")) == 0
+    summary_b = json.loads((run_b / "summary.json").read_text())
+    out = tmp_path / "cmp"
+    done = subprocess.run(
+        [sys.executable, "-m", "eo_common.cli", "runs", "compare", str(run_a), str(run_b),
+         "--baseline", str(run_a), "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("|")]
+    columns = [c.strip() for c in lines[0].strip("|").split("|")]
+    metrics = list(glacier_train.metrics)
+    # the one config field that differs (paths and run names are where a run lives, not what it is)
+    assert columns == ["run", "command", "status", "optim.lr", *metrics,
+                       *(f"Δ {m}" for m in metrics)]  # fmt: skip
+    assert len(lines) == 2 + 3  # header, rule, the baseline and the two runs
+    with open(out / "compare.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row, summary in zip(rows[1:], (summary_a, summary_b)):
+        assert row["command"] == "glacier-train" and row["status"] == "finished"
+        for m in metrics:
+            assert float(row[m]) == pytest.approx(summary["metrics"][m])
+            assert float(row[f"Δ {m}"]) == pytest.approx(
+                summary["metrics"][m] - summary_a["metrics"][m]
+            )
+    assert [float(r["optim.lr"]) for r in rows[1:]] == [_config_lr(run_a), 3e-3]
+    # curves.png: one 400 x 300 px panel per drawn column, three panels a row
+    with open(run_a / "metrics.csv", newline="") as f:
+        logged = set(next(csv.reader(f)))
+    drawn = [c for c in dict.fromkeys([*metrics, "val/loss", "train/loss"]) if c in logged]
+    assert "val/mcc" in drawn and "train/loss" in drawn
+    with Image.open(out / "curves.png") as image:
+        assert image.format == "PNG"
+        assert image.size == (400 * 3, 300 * math.ceil(len(drawn) / 3))
+    assert "![curves](curves.png)" in (out / "compare.md").read_text()
+
+
+def _config_lr(run: Path) -> float:
+    import yaml
+
+    return float(yaml.safe_load((run / "config.yaml").read_text())["optim"]["lr"])
 
 
 def test_rerun_into_a_finished_run_leaves_every_byte(
@@ -122,6 +180,7 @@ def test_eval_of_an_ensemble_with_tta_matches_sklearn(glacier_root, glcm_cache, 
     assert len(list(out.glob("panel_*.png"))) == 2 and (out / "confusion_matrix.png").is_file()
     record = json.loads((out / "summary.json").read_text())
     assert record["status"] == "finished" and record["metrics"]["test/mcc"] == metrics["mcc"]
+    assert tuple(record["metrics"]) == glacier_eval.metrics
     val = tmp_path / "val"
     assert glacier_eval([*common, "--checkpoint", ckpt, "--output_dir", str(val)]) == 0
     metrics = json.loads((val / "metrics.json").read_text())
@@ -163,6 +222,7 @@ def test_predict_names_masks_like_band1_and_writes_gis_class_maps(trained, glcm_
     assert glacier_predict([*args, "--resume"]) == 0
     record = json.loads((out / "summary.json").read_text())
     assert record["metrics"] == {"tiles_written": 0.0, "tiles_skipped": 2.0}
+    assert tuple(record["metrics"]) == glacier_predict.metrics
     assert {p: p.stat().st_mtime_ns for p in (out / "masks").iterdir()} == mtimes
 
 

@@ -9,7 +9,7 @@ import pytest
 import rasterio
 from affine import Affine
 from eo_common.raster import write_raster
-from risk_mapping.config import TargetsConfig
+from risk_mapping.config import TargetsConfig, evaluation_metrics
 from risk_mapping.evaluate import evaluate_maps, load_baseline, render_report, write_evaluation
 from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score, precision_recall_fscore_support
@@ -150,6 +150,8 @@ def test_release_checkpoint_still_loads_and_scores_the_same(release_stack, tmp_p
     assert summary["command"] == "risk-evaluate" and summary["status"] == "finished"
     assert summary["metrics"]["all/kappa"] == pytest.approx(ref["no_crf"]["kappa"])
     assert "all/kappa_crf" in summary["metrics"]
+    assert tuple(summary["metrics"]) == evaluation_metrics("all")  # declared: risk_evaluate.metrics
+    assert set(summary["metrics"]) <= set(risk_evaluate.metrics)
 
 
 def test_evaluate_faults_are_one_line_and_found_up_front(release_stack, tmp_path, capsys):

@@ -17,7 +17,7 @@ import rasterio
 import torch
 import yaml
 from risk_mapping.cli import risk_evaluate, risk_pipeline
-from risk_mapping.config import STAGES
+from risk_mapping.config import STAGES, evaluation_metrics
 from risk_mapping.pipeline import MARKER
 
 HEADLINE = ("test/kappa", "test/kappa_crf", "test/class1_precision", "test/class2_recall",
@@ -48,6 +48,10 @@ def test_pipeline_stages_rerun_rule_and_rebuilds(config_factory, tmp_path, capsy
     summary = json.loads((root / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["command"] == "risk-pipeline"
     assert set(HEADLINE) <= set(summary["metrics"])
+    assert tuple(summary["metrics"]) == evaluation_metrics(
+        "test"
+    )  # declared: risk_pipeline.metrics
+    assert set(summary["metrics"]) <= set(risk_pipeline.metrics)
     assert summary["extra"]["stages"] == dict.fromkeys(STAGES, "ran")
     assert yaml.safe_load((root / "config.yaml").read_text().split("\n", 2)[2])["seed"] == 0
     for seed in (0, 1):  # one ordinary training run folder per ensemble member

@@ -12,6 +12,10 @@ from pathlib import Path
 from eo_common.command import Command
 
 from .config import (
+    ABLATE_METRICS,
+    ABLATION_BASE,
+    EVAL_METRICS,
+    TRAIN_METRICS,
     CRAblateConfig,
     CREvalConfig,
     CRMakeDatalistConfig,
@@ -66,6 +70,7 @@ cr_train = Command(
     aliases=TRAIN_ALIASES,
     defaults=TRAIN_DEFAULTS,
     presets={"--demo": DEMO_CONFIG},
+    metrics=TRAIN_METRICS,
 )
 
 cr_ablate = Command(
@@ -73,13 +78,21 @@ cr_ablate = Command(
     CRAblateConfig,
     "cloud_removal.ablate:ablate",
     description="Run variants of a cr-train configuration (each enhancement removed in turn) with "
-    "the same seeds and budget; writes ablation.md with paired differences to 'full'.",
+    "the same seeds and budget: the 'eolab sweep' preset cloud_removal:ablation over this base "
+    "config (its defaults: all enhancements on); writes ablation.md with paired differences to "
+    "'full' and the seed-noise verdict of each.",
     epilog="examples:\n"
     "  cr-ablate --demo --max_epochs 3 --seeds 2 --ablation_dir runs/cr_ablation\n"
-    "  cr-ablate --config base.yaml --configs full,no_cross_attn --time_budget_s 3600",
+    "  cr-ablate --config base.yaml --configs full,no_cross_attn --time_budget_s 3600 --sweep_workers 2",
     aliases={**TRAIN_ALIASES, "--ablation_dir": "run.output_dir"},
-    defaults={**TRAIN_DEFAULTS, "run.output_dir": Path("runs/cr_ablation"), "run.name": ""},
+    defaults={
+        **TRAIN_DEFAULTS,
+        **ABLATION_BASE,
+        "run.output_dir": Path("runs/cr_ablation"),
+        "run.name": "",
+    },
     presets={"--demo": DEMO_CONFIG},
+    metrics=ABLATE_METRICS,
 )
 
 cr_eval = Command(
@@ -92,6 +105,7 @@ cr_eval = Command(
     "--out runs/cr_eval",
     aliases={"--input_data_folder": "data.root"},
     defaults={"run.output_dir": Path("runs/cr_eval"), "data.batch_size": 4},
+    metrics=EVAL_METRICS,
 )
 
 cr_predict = Command(

@@ -27,9 +27,10 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from eo_common.config import DataConfig, OptimConfig, RunConfig, opt
 
@@ -47,7 +48,15 @@ __all__ = [
     "ModelInfoConfig",
     "SamplesConfig",
     "ABLATIONS",
+    "ABLATION_BASE",
+    "ABLATION_PRESET",
+    "ablation_preset",
     "DEFAULT_ABLATIONS",
+    "TRAIN_METRICS",
+    "EVAL_SPLITS",
+    "eval_metrics",
+    "EVAL_METRICS",
+    "ABLATE_METRICS",
     "parse_progressive",
     "SEASONS",
 ]
@@ -383,23 +392,31 @@ class CRTrainConfig:
         return problems
 
 
+#: cr-train's headline metrics: ``summary.json`` ``metrics`` (the best validation epoch by
+#: ``val/psnr``), each also logged every validation under this name (``eolab sweep`` prunes on it)
+TRAIN_METRICS: tuple[str, ...] = ("val/psnr", "val/ssim", "val/sam_deg", "val/mae", "val/psnr_gain")
+
+
 # ------------------------------------------------------------------------------------ cr-ablate
-#: named variants: overrides of ``model.*`` / ``loss.*`` fields of the base configuration
+#: the sweep preset ``cloud_removal:ablation`` that cr-ablate runs (its base and its variants)
+ABLATION_PRESET = Path(__file__).resolve().parent / "sweeps" / "ablation.yaml"
+
+
+@functools.cache
+def ablation_preset() -> dict[str, Any]:
+    """The ``cloud_removal:ablation`` sweep file as a mapping (read once; YAML, no torch)."""
+    import yaml
+
+    return yaml.safe_load(ABLATION_PRESET.read_text(encoding="utf-8"))
+
+
+#: named variants: overrides of ``model.*`` / ``loss.*`` fields of the base configuration (the
+#: ``variants`` of the ``cloud_removal:ablation`` preset, in its order)
 ABLATIONS: dict[str, dict[str, object]] = {
-    "full": {},
-    "no_spectral_attention": {"model.use_spectral_attention": False},
-    "no_cross_attn": {"model.use_cross_attn": False},
-    "no_sar_gating": {"model.use_sar_gating": False},
-    "no_confidence": {"model.use_confidence": False},
-    "no_multi_scale": {"model.multi_scale": False},
-    "no_groupnorm": {"model.norm": "none"},
-    "fixed_scale_weights": {"model.multi_scale_weights": "fixed"},
-    "cross_attn_1_block": {"model.num_cross_attn_blocks": 1},
-    "cross_attn_3_blocks": {"model.num_cross_attn_blocks": 3},
-    "no_global_residual": {"model.use_global_residual": False},
-    "no_confidence_loss": {"loss.use_confidence_loss": False},
-    "cloud_focused_loss": {"loss.use_cloud_focused_loss": True},
+    str(name): dict(values or {}) for name, values in ablation_preset()["variants"].items()
 }
+#: the base of every variant: cr-ablate's defaults (the preset's ``base``, all enhancements on)
+ABLATION_BASE: dict[str, object] = dict(ablation_preset()["base"])
 DEFAULT_ABLATIONS: tuple[str, ...] = (
     "full", "no_spectral_attention", "no_cross_attn", "no_sar_gating", "no_confidence",
     "no_multi_scale", "no_groupnorm",
@@ -421,6 +438,14 @@ class AblateOptions:
         min=1,
         resumable=True,
     )
+    sweep_workers: int = opt(
+        1,
+        help="sweep worker processes running the variants side by side (eolab sweep --workers); "
+        "on CPU one per free core with --threads 1",
+        min=1,
+        identity=False,
+        resumable=True,
+    )
 
     def check(self) -> list[str]:
         unknown = [c for c in self.configs if c not in ABLATIONS]
@@ -436,6 +461,10 @@ class CRAblateConfig(CRTrainConfig):
     """cr-train's configuration (the shared base) plus the ablation's own group."""
 
     ablate: AblateOptions = field(default_factory=AblateOptions)
+
+
+#: cr-ablate's ``summary.json`` metrics: each variant's validation PSNR, mean over its seeds
+ABLATE_METRICS: tuple[str, ...] = tuple(f"{name}/val_psnr" for name in ABLATIONS)
 
 
 # -------------------------------------------------------------------------------------- cr-eval
@@ -483,6 +512,29 @@ class CREvalConfig:
     lpips_weights: Path | None = opt(
         None, help="local LPIPS backbone weights (LPIPS is skipped without them)"
     )
+
+
+EVAL_SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def eval_metrics(split: str) -> tuple[str, ...]:
+    """cr-eval's ``summary.json`` metric names for ``split``: the model over all pixels, the
+    identity baseline's PSNR and the gain over it, PSNR and gain over cloudy and clear pixels.
+
+    ``<split>/lpips`` is there only with ``--lpips_weights``; the cloudy / clear ones only when the
+    split has such pixels.
+
+    Example:
+        >>> eval_metrics("test")[:3]
+        ('test/psnr', 'test/ssim', 'test/sam_deg')
+    """
+    names = ["psnr", "ssim", "sam_deg", "mae", "rmse", "lpips", "identity_psnr", "psnr_gain"]
+    names += [f"{region}_psnr{gain}" for region in ("cloudy", "clear") for gain in ("", "_gain")]
+    return tuple(f"{split}/{name}" for name in names)
+
+
+#: every name cr-eval may write (all splits)
+EVAL_METRICS: tuple[str, ...] = tuple(n for split in EVAL_SPLITS for n in eval_metrics(split))
 
 
 # ----------------------------------------------------------------------------------- cr-predict

@@ -16,14 +16,14 @@ from typing import Any
 from eo_common.errors import CheckpointError, ConfigError
 from eo_common.training import fit_run, load_checkpoint, seed_everything
 
-from .config import CRDataConfig, CRTrainConfig
+from .config import TRAIN_METRICS, CRDataConfig, CRTrainConfig
 from .data import CloudRemovalDataModule
 from .task import CloudRemovalTask
 
 __all__ = ["HEADLINE", "train", "build_datamodule", "build_task", "resolved_data"]
 
-#: headline metrics of summary.json (best validation epoch by val/psnr)
-HEADLINE = ("val/psnr", "val/ssim", "val/sam_deg", "val/mae", "val/psnr_gain")
+#: headline metrics of summary.json (best validation epoch by val/psnr): cr-train's declared metrics
+HEADLINE = TRAIN_METRICS
 
 
 def resolved_data(data: CRDataConfig, progress: bool = True) -> CRDataConfig:

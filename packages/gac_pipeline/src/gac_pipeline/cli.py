@@ -11,7 +11,10 @@ from __future__ import annotations
 from eo_common.command import Command
 
 from gac_pipeline.config import (
+    INFER_METRICS,
     SEED_ALIASES,
+    STAGE1_METRICS,
+    TRAIN_METRICS,
     InferConfig,
     Stage1Config,
     Stage2Config,
@@ -37,6 +40,7 @@ gac_stage1 = Command(
     "--run.precision bf16-mixed --output-dir runs/gac_stage1.  " + _EPILOG_RERUN,
     aliases=_STAGE1_ALIASES,
     defaults={"run.output_dir": "runs/gac_stage1"},
+    metrics=STAGE1_METRICS,
 )
 
 gac_stage2 = Command(
@@ -50,6 +54,7 @@ gac_stage2 = Command(
     "--batch-size 1 --grad-accum-steps 8 --val-every 500 --save-every 2500.  " + _EPILOG_RERUN,
     aliases=SEED_ALIASES,
     defaults={"run.output_dir": "runs/gac_stage2"},
+    metrics=TRAIN_METRICS,
 )
 
 gac_stage3 = Command(
@@ -63,6 +68,7 @@ gac_stage3 = Command(
     "--output-dir runs/gac_stage3 --lora-rank 8 --lora-cross-attention-only.  " + _EPILOG_RERUN,
     aliases=SEED_ALIASES,
     defaults={"run.output_dir": "runs/gac_stage3"},
+    metrics=TRAIN_METRICS,
 )
 
 gac_infer = Command(
@@ -76,6 +82,7 @@ gac_infer = Command(
     "--save-visualizations --output-dir runs/gac_infer.  " + _EPILOG_RERUN,
     aliases=_STAGE1_ALIASES,
     defaults={"run.output_dir": "runs/gac_infer"},
+    metrics=INFER_METRICS,
 )
 
 COMMANDS = {c.prog: c for c in (gac_stage1, gac_stage2, gac_stage3, gac_infer)}

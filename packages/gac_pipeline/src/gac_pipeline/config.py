@@ -48,7 +48,56 @@ __all__ = [
     "InferModel",
     "InferOutput",
     "InferConfig",
+    "STAGE1_METRICS",
+    "TRAIN_METRICS",
+    "INFER_SCORES",
+    "infer_metrics",
+    "INFER_METRICS",
 ]
+
+#: gac-stage1's ``summary.json`` metrics (tile counts and generation speed)
+STAGE1_METRICS: tuple[str, ...] = (
+    "stage1/tiles",
+    "stage1/done",
+    "stage1/failed",
+    "stage1/tiles_per_s",
+)
+#: gac-stage2 / gac-stage3 headline metrics: ``summary.json`` ``metrics`` (the best epoch), each also
+#: logged every validation under this name (``val/lpips`` only with LPIPS weights)
+TRAIN_METRICS: tuple[str, ...] = (
+    "val/psnr",
+    "val/ssim",
+    "val/sam_deg",
+    "val/sar_edge",
+    "val/lpips",
+    "val/loss",
+)
+#: the scores gac-infer computes for each stage's output (``lpips`` only with --lpips_weights)
+INFER_SCORES: tuple[str, ...] = (
+    "psnr", "ssim", "sam_deg", "sam_rad", "mae", "rmse", "lpips", "sar_edge",
+)  # fmt: skip
+
+
+def infer_metrics(split: str) -> tuple[str, ...]:
+    """gac-infer's ``summary.json`` metric names for ``split`` (``val`` is named ``validation``):
+    ``<split>/<score>`` of the last stage run, then ``<split>/<opt_vN>/<score>`` and
+    ``<split>/<opt_vN>/seconds_per_tile`` of each stage (a non-finite value is left out).
+
+    Example:
+        >>> infer_metrics("val")[0], infer_metrics("test")[8]
+        ('validation/psnr', 'test/opt_v1/psnr')
+    """
+    split = {"val": "validation"}.get(split, split)
+    names = [f"{split}/{k}" for k in INFER_SCORES]
+    for stage in ("opt_v1", "opt_v2", "opt_v3"):
+        names += [f"{split}/{stage}/{k}" for k in (*INFER_SCORES, "seconds_per_tile")]
+    return tuple(names)
+
+
+#: every name gac-infer may write (all splits)
+INFER_METRICS: tuple[str, ...] = tuple(
+    n for split in ("train", "validation", "test") for n in infer_metrics(split)
+)
 
 TERRAMIND_SIZES = ("tiny", "small", "base", "large")
 PRITHVI_BACKBONES = (
@@ -398,12 +447,38 @@ class InferModel:
 
     stage2_checkpoint: Path | None = opt(
         None,
-        required=True,
-        help="the gac-stage2 model: its checkpoints/best.ckpt, its run folder, or <run>/best.pt",
+        help="the gac-stage2 model: its checkpoints/best.ckpt, its run folder, or <run>/best.pt "
+        "(required unless --last_stage 1)",
     )
     stage3_checkpoint: Path | None = opt(
         None, help="the gac-stage3 model (same forms); omit to stop after stage 2"
     )
+    last_stage: int = opt(
+        0,
+        help="run and score stages 1..N: 1 = stage 1 only, 2 = stages 1+2, 3 = all three; 0 = "
+        "every stage given (3 with --stage3_checkpoint, else 2). The ablation preset "
+        "gac_pipeline:ablation runs 1, 2 and 3 as variants",
+        min=0,
+        max=3,
+    )
+
+    @property
+    def stages(self) -> int:
+        """How many stages the run scores (``last_stage``, or what the checkpoints allow)."""
+        if self.last_stage:
+            return self.last_stage
+        return 3 if self.stage3_checkpoint is not None else 2
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.stage2_checkpoint is None and self.stages >= 2:
+            problems.append(
+                "stage2_checkpoint: required (give --stage2_checkpoint or set it in the config "
+                "file), unless --last_stage 1"
+            )
+        if self.stage3_checkpoint is None and self.last_stage == 3:
+            problems.append("stage3_checkpoint: required with --last_stage 3")
+        return problems
 
 
 @dataclass

@@ -3,6 +3,8 @@
 Stage 1 outputs come from ``--stage1_dir`` (a gac-stage1 run); without it they are generated here into
 ``<run>/stage1`` with the ``stage1.*`` settings (a nested gac-stage1 run, resumed by ``--resume``).
 Then opt_v2 = stage 2 (``--stage2_checkpoint``) and opt_v3 = stage 3 (``--stage3_checkpoint``, optional).
+``--last_stage 1`` or ``2`` stops after that stage (the ablation preset ``gac_pipeline:ablation`` runs
+the three as variants paired by seed: the same stage-1 tiles for every variant of one seed).
 
 The run folder (``--output_dir``) holds::
 
@@ -117,16 +119,18 @@ def infer(cfg: InferConfig, log=_stderr) -> dict:
     Inputs (catalogue, both checkpoints, the stage-1 folder or the stage-1 weights) are checked before
     the run folder is touched. ``summary.json`` ``metrics``: ``<split>/<metric>`` of the last stage
     (``test/psnr``, ``test/ssim``, ``test/sam_deg``, ``test/sar_edge``, ``test/lpips``) and
-    ``<split>/<opt_vN>/<metric>`` of every stage.
+    ``<split>/<opt_vN>/<metric>`` of every stage (:func:`gac_pipeline.config.infer_metrics`).
+    ``--last_stage 1`` / ``2`` stops after stage 1 / 2 (no stage-2 / stage-3 model is loaded).
     """
     folder = RunFolder.plan(cfg, "gac-infer")
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     split = {"val": "validation"}.get(cfg.data.split, cfg.data.split)
     records = split_records(cfg.data.root, split, cfg.data.max_tiles)
-    refiner = load_stage_model(cfg.model.stage2_checkpoint, expect_kind="stage2")
-    grounder = None
-    if cfg.model.stage3_checkpoint is not None:
+    refiner = grounder = None
+    if cfg.model.stages >= 2:
+        refiner = load_stage_model(cfg.model.stage2_checkpoint, expect_kind="stage2")
+    if cfg.model.stages == 3:
         grounder = load_stage_model(cfg.model.stage3_checkpoint, expect_kind="stage3")
     stage1_dir = cfg.data.stage1_dir
     generator = None
@@ -163,9 +167,10 @@ def _run_stages(cfg, out, records, stage1_dir, refiner, grounder, log) -> dict:
         log(f"tile {tid} skipped: {reason}")
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=False)
     by_id = {r.patch_id: r for r in dataset.records}
-    refiner = refiner.to(device)
-    grounder = None if grounder is None else grounder.to(device)
-    names = ["opt_v1", "opt_v2"] + (["opt_v3"] if grounder is not None else [])
+    refiner = None if refiner is None else refiner.to(device)
+    grounder = None if grounder is None or refiner is None else grounder.to(device)
+    names = ["opt_v1"] + (["opt_v2"] if refiner is not None else [])
+    names += ["opt_v3"] if grounder is not None else []
     lpips = None if cfg.output.lpips_weights is None else str(cfg.output.lpips_weights)
     metrics = {n: StageMetrics(lpips) for n in names}
     seconds = {"opt_v2": 0.0, "opt_v3": 0.0}
@@ -175,9 +180,12 @@ def _run_stages(cfg, out, records, stage1_dir, refiner, grounder, log) -> dict:
         s1, s1_db = batch["s1"].to(device), batch["s1_db"].to(device)
         outputs = {"opt_v1": batch["opt_v1"].to(device)}
         with torch.no_grad():
-            t = time.perf_counter()
-            outputs["opt_v2"] = refiner(outputs["opt_v1"], s1 if refiner.config.use_s1 else None)
-            seconds["opt_v2"] += time.perf_counter() - t
+            if refiner is not None:
+                t = time.perf_counter()
+                outputs["opt_v2"] = refiner(
+                    outputs["opt_v1"], s1 if refiner.config.use_s1 else None
+                )
+                seconds["opt_v2"] += time.perf_counter() - t
             if grounder is not None:
                 t = time.perf_counter()
                 outputs["opt_v3"] = grounder(outputs["opt_v2"], s1_db, s1)

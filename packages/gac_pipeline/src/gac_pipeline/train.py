@@ -24,7 +24,7 @@ from eo_common.io import atomic_torch_save
 from eo_common.runs import read_config
 from eo_common.training import fit_run
 
-from gac_pipeline.config import Stage2Config, Stage3Config
+from gac_pipeline.config import TRAIN_METRICS, Stage2Config, Stage3Config
 from gac_pipeline.data import PairedDataModule
 from gac_pipeline.lora import export_peft_adapter, merge_lora
 from gac_pipeline.model import GrounderConfig, RefinerConfig
@@ -39,7 +39,7 @@ from gac_pipeline.task import (
 __all__ = ["train_stage2", "train_stage3", "export_merged", "stage2_run_stage1_dir"]
 
 PEFT_DIR = "peft_adapter"
-_HEADLINE = ("val/psnr", "val/ssim", "val/sam_deg", "val/sar_edge", "val/lpips", "val/loss")
+_HEADLINE = TRAIN_METRICS
 
 
 class _PeftExport(L.Callback):

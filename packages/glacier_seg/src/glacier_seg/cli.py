@@ -10,6 +10,10 @@ from __future__ import annotations
 from eo_common.command import Command
 
 from glacier_seg.config import (
+    DIAGNOSE_METRICS,
+    EVAL_METRICS,
+    PREDICT_METRICS,
+    TRAIN_METRICS,
     GlacierDiagnoseConfig,
     GlacierEvalConfig,
     GlacierPredictConfig,
@@ -37,6 +41,7 @@ glacier_train = Command(
         "optim.scheduler": "cosine_restarts",
     },
     aliases={"--T0": "optim.T_0", "--eta_min": "optim.min_lr"},
+    metrics=TRAIN_METRICS,
 )
 
 glacier_eval = Command(
@@ -49,6 +54,7 @@ glacier_eval = Command(
     epilog="example: glacier-eval --checkpoints runs/glacier_train/r34/checkpoints/best.ckpt "
     "--data_root GlacierHack/Train --split val --tta --output_dir runs/r34_eval",
     defaults={"run.output_dir": "runs/glacier_eval"},
+    metrics=EVAL_METRICS,
 )
 
 glacier_predict = Command(
@@ -61,6 +67,7 @@ glacier_predict = Command(
     "--input GlacierHack/test --output_dir runs/r34_test --tta",
     defaults={"run.output_dir": "runs/glacier_predict"},
     aliases={"--input": "data.root"},
+    metrics=PREDICT_METRICS,
 )
 
 glacier_diagnose = Command(
@@ -76,4 +83,5 @@ glacier_diagnose = Command(
         "model.encoder_name": "resnet18",
         "optim.scheduler": "cosine_restarts",
     },
+    metrics=DIAGNOSE_METRICS,
 )

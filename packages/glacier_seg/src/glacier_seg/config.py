@@ -48,9 +48,44 @@ __all__ = [
     "DiagnoseOptions",
     "GlacierDiagnoseConfig",
     "split_keys",
+    "TRAIN_METRICS",
+    "EVAL_METRICS",
+    "PREDICT_METRICS",
+    "DIAGNOSE_METRICS",
 ]
 
 CLASS_NAMES: tuple[str, ...] = ("background", "glacier", "debris", "lake")
+
+#: glacier-train's headline metrics: ``summary.json`` ``metrics`` (the best epoch by ``val/mcc``),
+#: each also logged every validation under this name (``eolab sweep`` prunes on it)
+TRAIN_METRICS: tuple[str, ...] = (
+    "val/mcc",
+    "val/kappa",
+    "val/accuracy",
+    "val/loss",
+    *(f"val/per_class/{name}/{m}" for name in CLASS_NAMES for m in ("iou", "f1")),
+)
+#: glacier-eval's ``summary.json`` metrics (named ``test/`` whichever tiles are scored)
+EVAL_METRICS: tuple[str, ...] = (
+    "test/mcc",
+    "test/mcc_sklearn",
+    "test/kappa",
+    "test/accuracy",
+    *(f"test/per_class/{name}/{m}" for name in CLASS_NAMES for m in ("iou", "f1")),
+)
+#: glacier-predict's ``summary.json`` metrics (counts of tiles)
+PREDICT_METRICS: tuple[str, ...] = ("tiles_written", "tiles_skipped")
+#: glacier-diagnose's ``summary.json`` metrics; the ablation ones only with ``--ablation_epochs``
+#: (``7ch_pretrained`` only with encoder weights), the others only once the tiles pair up
+DIAGNOSE_METRICS: tuple[str, ...] = (
+    "diagnose/pairing_ok",
+    "diagnose/trivial_baseline_mcc",
+    "diagnose/overfit_mcc",
+    *(
+        f"diagnose/ablation/{name}/val_mcc"
+        for name in ("5ch_bands", "7ch_bands_glcm", "7ch_pretrained")
+    ),
+)
 #: the properties :mod:`glacier_seg.texture` computes (kept here so the config needs no numpy)
 GLCM_PROPERTY_NAMES: tuple[str, ...] = (
     "contrast",

@@ -25,7 +25,7 @@ from eo_common.runs import RunFolder
 from eo_common.training import fit_run, seed_everything
 from lightning.pytorch.utilities import rank_zero_only
 
-from glacier_seg.config import CLASS_NAMES, GlacierTrainConfig
+from glacier_seg.config import CLASS_NAMES, TRAIN_METRICS, GlacierTrainConfig
 from glacier_seg.data import GlacierDataModule
 from glacier_seg.model import export_smp, model_hparams
 from glacier_seg.sampling import WeightedTileSampler
@@ -34,14 +34,8 @@ from glacier_seg.task import GlacierTask
 __all__ = ["COMMAND", "HEADLINE", "build_task", "prepare_demo", "train"]
 
 COMMAND = "glacier-train"
-#: the metrics of the best epoch that summary.json reports
-HEADLINE: tuple[str, ...] = (
-    "val/mcc",
-    "val/kappa",
-    "val/accuracy",
-    "val/loss",
-    *(f"val/per_class/{name}/{m}" for name in CLASS_NAMES for m in ("iou", "f1")),
-)
+#: the metrics of the best epoch that summary.json reports (glacier-train's declared metrics)
+HEADLINE: tuple[str, ...] = TRAIN_METRICS
 EXPORT_DIR = "smp_model"
 
 

@@ -16,7 +16,13 @@ from typing import Any
 
 from eo_common.command import Command
 
-from risk_mapping.config import EvaluateConfig, RiskConfig, ValidateConfig, run_fields
+from risk_mapping.config import (
+    EVALUATION_METRICS,
+    EvaluateConfig,
+    RiskConfig,
+    ValidateConfig,
+    run_fields,
+)
 
 __all__ = ["risk_pipeline", "risk_validate_config", "risk_evaluate", "RiskCommand"]
 
@@ -65,6 +71,7 @@ risk_pipeline = RiskCommand(
     aliases={**RUN_ALIASES, "--budget_s": "time_budget_s"},
     defaults={"output_dir": Path("runs/risk_mapping")},
     run_folder=False,  # the stage rerun rule is applied by risk_mapping.pipeline.plan_run
+    metrics=EVALUATION_METRICS,
 )
 
 risk_validate_config = RiskCommand(
@@ -93,4 +100,5 @@ risk_evaluate = Command(
     "--output_dir runs/eval --compare_baseline baselines/v2_reported.json\n",
     aliases=RUN_ALIASES,
     defaults={"output_dir": Path("runs/risk_evaluate")},
+    metrics=EVALUATION_METRICS,
 )

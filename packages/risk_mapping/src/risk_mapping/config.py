@@ -88,7 +88,33 @@ __all__ = [
     "EvaluateConfig",
     "run_fields",
     "stack_files",
+    "HEADLINE_SCORES",
+    "EVALUATION_SPLITS",
+    "evaluation_metrics",
+    "EVALUATION_METRICS",
 ]
+
+#: the headline scores of an evaluated class map (risk-pipeline's evaluate stage, risk-evaluate)
+HEADLINE_SCORES: tuple[str, ...] = ("kappa", "class1_precision", "class2_recall", "spearman_rho")
+#: the prefixes of those scores: the scored blocks (``all``: every labelled pixel)
+EVALUATION_SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
+
+
+def evaluation_metrics(split: str) -> tuple[str, ...]:
+    """``summary.json`` metric names of an evaluation of ``split``: each headline score of the
+    network's map, then of the map after the dense CRF (``_crf``, only when the CRF is on).
+
+    Example:
+        >>> evaluation_metrics("test")[:2], evaluation_metrics("test")[4]
+        (('test/kappa', 'test/class1_precision'), 'test/kappa_crf')
+    """
+    return tuple(f"{split}/{n}{sfx}" for sfx in ("", "_crf") for n in HEADLINE_SCORES)
+
+
+#: every name risk-pipeline and risk-evaluate may write (all splits)
+EVALUATION_METRICS: tuple[str, ...] = tuple(
+    n for split in EVALUATION_SPLITS for n in evaluation_metrics(split)
+)
 
 
 @dataclass

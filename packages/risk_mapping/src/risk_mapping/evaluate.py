@@ -44,6 +44,7 @@ from rasterio.windows import Window
 
 from risk_mapping.config import (
     CLASS_NAMES,
+    HEADLINE_SCORES,
     IGNORE_INDEX,
     NUM_CLASSES,
     EvaluateConfig,
@@ -429,7 +430,7 @@ def headline_metrics(variants: dict[str, dict[str, Any]], split: str) -> dict[st
     """``{split}/kappa``, ``{split}/kappa_crf``, ``{split}/class1_precision``, ... (summary.json)."""
     out = {}
     for variant, suffix in (("no_crf", ""), ("crf", "_crf")):
-        for name in ("kappa", "class1_precision", "class2_recall", "spearman_rho"):
+        for name in HEADLINE_SCORES:
             value = variants.get(variant, {}).get(name)
             if value is not None:
                 out[f"{split}/{name}{suffix}"] = float(value)

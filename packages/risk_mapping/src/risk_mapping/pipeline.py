@@ -64,14 +64,14 @@ from eo_common.errors import ConfigError, InputError, RunFolderError, check_writ
 from eo_common.io import atomic_save_json
 from eo_common.runs import RunFolder, config_identity, read_summary, run_status
 
-from risk_mapping.config import STAGES, RiskConfig
+from risk_mapping.config import HEADLINE_SCORES, STAGES, RiskConfig
 
 __all__ = ["STAGES", "MARKER", "STARTED", "stage_fingerprints", "plan_run", "run_pipeline"]
 
 MARKER = "STAGE_DONE.json"
 STARTED = "STAGE_STARTED.json"
 COMMAND = "risk-pipeline"
-HEADLINE = ("kappa", "class1_precision", "class2_recall", "spearman_rho")
+HEADLINE = HEADLINE_SCORES  # summary.json: <split>/<name> and <split>/<name>_crf
 
 
 def _say(text: str) -> None:

@@ -47,6 +47,14 @@ class SweepRunConfig:
     workers: int = opt(1, help="worker processes on this machine (with --gpus: per GPU)", min=1)
     gpus: str = opt("", help="GPU ids, e.g. 0,1,2,3: workers per GPU, each sees only its GPU")
     trials: int = opt(0, help="trials of a space sweep, overriding the file (0: the file's)", min=0)
+    seeds: list[int] = opt(
+        factory=list, help="seeds of every trial, overriding the file's seeds: (e.g. [0,1])"
+    )
+    variants: list[str] = opt(
+        factory=list,
+        help="run only these variants of a variants sweep (names; the baseline among them), "
+        "e.g. [full,no_glcm]",
+    )
     base: Path | None = opt(None, help="a config file of the command applied over the sweep's base")
     set: list[str] = opt(
         factory=list, help="base config values KEY=VALUE (YAML value), e.g. --set optim.epochs=5"

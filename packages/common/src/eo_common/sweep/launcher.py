@@ -75,6 +75,29 @@ def study_counts(study: Any) -> dict[str, int]:
     return {k: counts.get(k, 0) for k in ("complete", "pruned", "failed", "running", "waiting")}
 
 
+def _select(spec: Any, seeds: list[int], variants: list[str]) -> None:
+    """Apply ``--seeds`` and ``--variants`` to the sweep (checked before anything is written)."""
+    if seeds:
+        if len(set(seeds)) != len(seeds):
+            raise UserError(f"--seeds: repeated seed in {seeds}")
+        spec.seeds = [int(s) for s in seeds]
+    if not variants:
+        return
+    if spec.mode != "variants":
+        raise UserError(f"--variants: a {spec.mode} sweep has no named variants")
+    unknown = [v for v in variants if v not in spec.variants]
+    if unknown:
+        raise UserError(
+            f"--variants: no variant {unknown} in this sweep ({', '.join(spec.variants)})"
+        )
+    if spec.baseline not in variants:
+        raise UserError(
+            f"--variants: include the baseline {spec.baseline!r} (deltas are against it)"
+        )
+    spec.variants = {v: spec.variants[v] for v in dict.fromkeys(variants)}
+    spec.trials = len(spec.variants)
+
+
 def run_sweep(cfg: Any) -> int:
     """Run (or resume) a sweep; exit status 0 when every trial has ended, 1 otherwise."""
     import yaml
@@ -86,6 +109,7 @@ def run_sweep(cfg: Any) -> int:
                 f"--trials: a {spec.mode} sweep runs each of its {spec.trials} points once"
             )
         spec.trials = int(cfg.trials)
+    _select(spec, list(cfg.seeds), list(cfg.variants))
     gpus = _parse_gpus(cfg.gpus)
     folder = sweep_folder(cfg, spec)
     check_writable_dir(folder, "sweep folder")
