@@ -130,3 +130,58 @@ def test_pack_rejects_samples_of_another_shape(tmp_path):
         pack_dataset([{"x": {"nested": 1}}], tmp_path / "nested", progress=False)
     with pytest.raises(PackError, match="sample 1, field 'id'"):  # longer than the stored width
         pack_dataset([{"id": "a"}, {"id": "b" * 70}], tmp_path / "long", progress=False)
+
+
+class _Augmented(torch.utils.data.Dataset):
+    """Random crops and noise from sample_rng: the randomness of a sample is its key's."""
+
+    def __init__(self, n: int = 12):
+        self.base = torch.arange(n * 16, dtype=torch.float32).reshape(n, 16)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key):
+        from eo_common.loading import sample_rng
+
+        i, rng = sample_rng(key)
+        start = int(rng.integers(0, 8))
+        return self.base[i, start : start + 8] + torch.from_numpy(rng.normal(size=8)).float()
+
+
+def _epochs(loader, epochs, seed=0):
+    """Batches of each epoch, the main process re-seeded from (seed, epoch) first (as EpochSeed)."""
+    from eo_common.training.seeding import derive_seed
+
+    out = []
+    for e in epochs:
+        torch.manual_seed(derive_seed(seed, e))
+        out.append(torch.cat(list(loader)))
+    return out
+
+
+def test_seeded_sampler_makes_samples_independent_of_workers_and_restarts():
+    """Epoch e's samples (order and augmentation) depend on (seed, e, index) only: 0 workers, 2
+    persistent workers running through epochs 0-2, and a fresh loader started at epoch 2 (a resumed
+    run) give the same batches. With the plain RandomSampler the persistent workers' own generators
+    carry over between epochs, and a restart at epoch 2 differs."""
+    from eo_common.loading import SeededSampler
+    from torch.utils.data import RandomSampler
+
+    ds = _Augmented()
+
+    def loader(workers, seeded=True):
+        sampler = SeededSampler(len(ds), shuffle=True) if seeded else RandomSampler(ds)
+        kw = loader_kwargs(batch_size=4, num_workers=workers, pin_memory=False)
+        return DataLoader(ds, sampler=sampler, **kw)
+
+    main = _epochs(loader(0), [0, 1, 2])
+    persistent = _epochs(loader(2), [0, 1, 2])
+    resumed = _epochs(loader(2), [2])
+    assert not torch.equal(main[0], main[1])  # epochs differ
+    for a, b in zip(main, persistent):
+        assert torch.equal(a, b)
+    assert torch.equal(resumed[0], main[2])
+    # without it: worker generators persist across epochs, so a restart at epoch 2 differs
+    unseeded = _epochs(loader(2, seeded=False), [0, 1, 2])
+    assert not torch.equal(_epochs(loader(2, seeded=False), [2])[0], unseeded[2])

@@ -112,3 +112,38 @@ def test_gdal_virtual_paths_are_inputs(tmp_path):
         np.testing.assert_array_equal(read_raster(mem.name).array, values)
     with pytest.raises(FileNotFoundError, match="GDAL cannot open"):
         read_raster(f"/vsizip/{tmp_path / 'scene.zip'}/scene/missing.tif")
+
+
+def test_streamed_prediction_gets_band_names_and_becomes_a_cog(tmp_path):
+    """sliding_window_predict names the output bands; finalize_geotiff keeps names, nodata and
+    values while making the strip-organised stream a tiled COG with overviews."""
+    from eo_common.raster import sliding_window_predict
+
+    values = _field()
+    values[:, 5:9, 7:11] = -9999.0
+    src = write_raster(tmp_path / "in.tif", values, crs=UTM, transform=T, nodata=-9999.0)
+
+    def fn(t):
+        return np.stack([t[0] + t[1], t[0] - t[1], t[0] * 2])
+
+    out = sliding_window_predict(
+        src, tmp_path / "out.tif", fn, out_bands=3, tile_size=128, overlap=16, progress=False,
+        band_names=["sum", "difference", "double vv"],
+    )  # fmt: skip
+    streamed = read_raster(out).array
+    with rasterio.open(out) as s:
+        assert s.descriptions == ("sum", "difference", "double vv") and not s.profile["tiled"]
+    finalize_geotiff(out)
+    valid, errors, _ = cog_validate(str(out), quiet=True)
+    assert valid, errors
+    with rasterio.open(out) as s:
+        assert s.descriptions == ("sum", "difference", "double vv")
+        assert s.nodata == -9999.0 and s.overviews(1) == [2, 4] and s.block_shapes[0] == (256, 256)
+        np.testing.assert_array_equal(s.read(), streamed)
+        assert (s.read(1)[5:9, 7:11] == -9999.0).all()
+    with pytest.raises(ValueError, match="2 names for 3 output bands"):
+        sliding_window_predict(
+            src, tmp_path / "bad.tif", fn, out_bands=3, tile_size=128, overlap=16,
+            progress=False, band_names=["a", "b"],
+        )  # fmt: skip
+    assert not (tmp_path / "bad.tif").exists()

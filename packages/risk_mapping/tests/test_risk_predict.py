@@ -147,3 +147,38 @@ def test_band_count_mismatch_is_reported(risk_stack, tmp_path):
         predict_raster(
             models, stack, tmp_path / "x", InferenceConfig(tile_size=64, overlap=16), progress=False
         )
+
+
+def test_float_products_are_cogs_with_descriptions_nodata_and_overviews(tmp_path, helpers):
+    """Probabilities, susceptibility and uncertainty open in QGIS with named bands, nodata and
+    overviews, as valid COGs by default; ``inference.cog: false`` keeps the streamed strips (not a
+    COG) with the same values, names and overviews."""
+    from rio_cogeo.cogeo import cog_validate
+    from risk_mapping.predict import PRODUCT_BANDS, RANK_NODATA
+
+    stack, _ = helpers.load_generator("risk_stack").make_risk_stack(tmp_path, size=300, seed=1)
+    models = load_models([_checkpoint(tmp_path / "a.ckpt", bands=6, seed=0)])
+    with rasterio.open(stack) as src:
+        stack_nodata = src.nodata
+    names = {
+        "probabilities": PRODUCT_BANDS["probabilities"],
+        "susceptibility": PRODUCT_BANDS["susceptibility"],
+        "uncertainty": PRODUCT_BANDS["uncertainty_mc_variance"],
+    }
+    nodata = {"probabilities": stack_nodata, "susceptibility": RANK_NODATA,
+              "uncertainty": RANK_NODATA}  # fmt: skip
+    values = {}
+    for cog in (True, False):
+        cfg = InferenceConfig(tile_size=64, overlap=16, cog=cog, uncertainty="mc_variance")
+        paths = predict_raster(models, stack, tmp_path / f"cog_{cog}", cfg, progress=False)
+        for key in names:
+            valid, errors, _ = cog_validate(str(paths[key]), quiet=True)
+            assert valid == cog, (key, errors)
+            with rasterio.open(paths[key]) as src:
+                assert src.descriptions == names[key], key
+                assert src.nodata == nodata[key] and src.overviews(1) == [2], key
+                assert src.compression.name.lower() == "deflate"
+                assert src.block_shapes[0] == ((256, 256) if cog else (64, 300))
+                values.setdefault(key, []).append(src.read())
+    for key, (a, b) in values.items():
+        np.testing.assert_array_equal(a, b, err_msg=key)

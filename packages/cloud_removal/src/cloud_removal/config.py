@@ -565,6 +565,19 @@ class CRPredictConfig:
     with_confidence: bool = opt(
         False, help="append the cloud confidence (0-1) as band 14 (float32)"
     )
+    batch_size: int | Literal["auto"] = opt(
+        "auto",
+        help="tiles per forward pass (the output does not depend on it): a number, or auto = on a "
+        "GPU as many tiles as fit in 60 % of its free memory (at most 128), on the CPU 2",
+        min=1,
+        identity=False,
+    )
+    cog: bool = opt(
+        True,
+        help="write a Cloud-Optimised GeoTIFF (256 px tiles, DEFLATE, overviews); false: keep the "
+        "streamed GeoTIFF (16-row strips) and add overviews in place, without a second copy",
+        identity=False,
+    )
 
     def check(self) -> list[str]:
         problems = []

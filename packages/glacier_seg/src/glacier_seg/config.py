@@ -353,6 +353,20 @@ class InferenceData(DataConfig):
         help="folder of cached texture channels (default: <eolab data dir>/glcm_cache)",
         identity=False,
     )
+    batch_size: int | Literal["auto"] = opt(
+        "auto",
+        help="tiles (with --window: windows) per forward pass, a number, or auto = on a GPU as many "
+        "as fit in 60 % of its free memory (at most 128), on the CPU 2; the predictions do not "
+        "depend on it beyond float32 rounding",
+        min=1,
+        identity=False,
+    )
+
+
+def _window_problems(window: int, overlap: int) -> list[str]:
+    if window and overlap >= window:
+        return [f"window_overlap: must be smaller than window {window}, got {overlap}"]
+    return []
 
 
 @dataclass
@@ -400,13 +414,24 @@ class GlacierEvalConfig:
     max_panels: int = opt(
         8, help="prediction panels to draw, tiles with the most non-background pixels first", min=0
     )
+    window: int = opt(
+        0,
+        help="sliding-window side (px): predict each tile in windows of this size blended over "
+        "--window_overlap (memory bounded by data.batch_size windows, any tile size); 0: each tile "
+        "whole in one forward pass",
+        min=0,
+    )
+    window_overlap: int = opt(64, help="overlap of neighbouring windows (px)", min=0)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
         self.checkpoints = _checkpoint_list(self.checkpoints)
 
     def check(self) -> list[str]:
-        return [] if self.data.root is not None else ["data.root: required (give --data_root)"]
+        problems = _window_problems(self.window, self.window_overlap)
+        if self.data.root is None:
+            problems.append("data.root: required (give --data_root)")
+        return problems
 
 
 @dataclass
@@ -435,13 +460,21 @@ class GlacierPredictConfig:
     scales: list[float] = opt(
         help="inference scales, e.g. [1.0,0.75]", factory=lambda: [1.0], min=0, min_exclusive=True
     )
+    window: int = opt(
+        0,
+        help="sliding-window side (px): predict each tile in windows of this size blended over "
+        "--window_overlap (memory bounded by data.batch_size windows, any tile size); 0: each tile "
+        "whole in one forward pass",
+        min=0,
+    )
+    window_overlap: int = opt(64, help="overlap of neighbouring windows (px)", min=0)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
         self.checkpoints = _checkpoint_list(self.checkpoints)
 
     def check(self) -> list[str]:
-        problems = []
+        problems = _window_problems(self.window, self.window_overlap)
         if self.data.root is None:
             problems.append("data.root: required (give --data_root or --input)")
         if "{band1}" not in self.name_template and "{key}" not in self.name_template:

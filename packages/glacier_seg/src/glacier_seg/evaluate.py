@@ -137,7 +137,9 @@ def evaluate(cfg: GlacierEvalConfig) -> dict[str, Any]:
             binary=binary,
         )
     )
-    predictions = predict_tiles(models, arrays, cfg.tta, cfg.scales, cfg.data.batch_size)
+    predictions = predict_tiles(
+        models, arrays, cfg.tta, cfg.scales, cfg.data.batch_size, cfg.window, cfg.window_overlap
+    )
 
     metric = SegmentationMetrics(
         len(CLASS_NAMES), ignore_index=IGNORE_INDEX, class_names=CLASS_NAMES

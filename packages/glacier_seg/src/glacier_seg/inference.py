@@ -4,13 +4,15 @@
   fitted normaliser travel inside it) with one clear error for a missing, truncated or foreign file;
 * :func:`iter_tiles` reads tiles (bands + GLCM) in ``num_workers`` loader processes;
 * :func:`predict_tiles` runs one model or an ensemble (mean probabilities) over batches of tiles with
-  optional flip TTA and multi-scale inference.
+  optional flip TTA and multi-scale inference: whole tiles (tiles of one size batched together), or
+  with ``window`` each tile in blended sliding windows (:func:`eo_common.raster.predict_array_tiled`),
+  ``batch_size`` tiles or windows per forward pass (``"auto"``: from the free GPU memory).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,14 @@ import torch
 import torch.nn.functional as F
 from eo_common.config import RunConfig
 from eo_common.errors import CheckpointError, InputError
+from eo_common.raster import predict_array_tiled, resolve_batch_size, torch_batch_predictor
+from eo_common.raster.batching import BatchSize
 from eo_common.training import load_checkpoint
 from torch.utils.data import DataLoader, Dataset
 
 from glacier_seg.data import Normalizer, TileArrays, load_tiles
 from glacier_seg.layout import GlacierTile, canonical_key
-from glacier_seg.model import padded_forward
+from glacier_seg.model import NUM_CLASSES, padded_forward
 from glacier_seg.task import GlacierTask
 from glacier_seg.texture import GLCMConfig
 
@@ -36,7 +40,9 @@ __all__ = [
     "check_same_inputs",
     "iter_tiles",
     "predict_probabilities",
+    "predict_tile_probabilities",
     "predict_tiles",
+    "resolve_tile_batch",
 ]
 
 
@@ -226,32 +232,118 @@ def predict_probabilities(
     return out[0] if single else out
 
 
+def _batched_predictor(
+    model: LoadedModel, tta: bool, scales: Sequence[float]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``(B, C, h, w)`` normalised float32 -> ``(B, K, h, w)`` probabilities of one model (numpy),
+    on the model's device; ``batched`` for :mod:`eo_common.raster`'s sliding-window functions."""
+    net = model.module.net
+    return torch_batch_predictor(
+        lambda x: predict_probabilities(net, x, tta, scales), model.module.device
+    )
+
+
+def resolve_tile_batch(
+    models: Sequence[LoadedModel],
+    sample: TileArrays,
+    batch_size: BatchSize,
+    tta: bool = False,
+    scales: Sequence[float] = (1.0,),
+    window: int = 0,
+) -> int:
+    """Tiles (or windows, ``window > 0``) per forward pass: ``batch_size``, or for ``"auto"`` the
+    number :func:`eo_common.raster.resolve_batch_size` finds for one tile (or window) of ``sample``
+    with TTA and scales (on a GPU: what fits in the free memory; on the CPU: 2)."""
+    if batch_size != "auto":
+        return resolve_batch_size(batch_size)
+    m = models[0]
+    x = m.normalizer(sample.image)
+    if window:
+        x = x[:, :window, :window]
+    fn = _batched_predictor(m, tta, scales)
+    return resolve_batch_size("auto", fn, x, device=m.module.device)
+
+
+def _probability_sums(
+    models: Sequence[LoadedModel],
+    tiles: Sequence[TileArrays],
+    tta: bool,
+    scales: Sequence[float],
+    batch_size: BatchSize,
+    window: int,
+    overlap: int,
+) -> list[np.ndarray]:
+    """Per tile, the sum over ``models`` of their (K, H, W) float32 probabilities."""
+    if not tiles:
+        return []
+    n = resolve_tile_batch(models, tiles[0], batch_size, tta, scales, window)
+    fns = [_batched_predictor(m, tta, scales) for m in models]
+    out: list[np.ndarray] = []
+    if window:
+        for tile in tiles:
+            total = None
+            for m, fn in zip(models, fns):
+                p = predict_array_tiled(
+                    m.normalizer(tile.image), fn, out_bands=NUM_CLASSES, tile_size=window,
+                    overlap=overlap, batch_size=n,
+                )  # fmt: skip
+                total = p if total is None else total + p
+            out.append(total)
+        return out
+    start = 0
+    while start < len(tiles):
+        shape = tiles[start].image.shape
+        stop = start + 1
+        while stop < len(tiles) and stop - start < n and tiles[stop].image.shape == shape:
+            stop += 1
+        group = tiles[start:stop]
+        total = None
+        for m, fn in zip(models, fns):
+            p = fn(np.stack([m.normalizer(t.image) for t in group]))
+            total = p if total is None else total + p
+        out.extend(total)
+        start = stop
+    return out
+
+
+def predict_tile_probabilities(
+    models: Sequence[LoadedModel],
+    tiles: Sequence[TileArrays],
+    tta: bool = False,
+    scales: Sequence[float] = (1.0,),
+    batch_size: BatchSize = 1,
+    window: int = 0,
+    overlap: int = 0,
+) -> list[np.ndarray]:
+    """Mean class probabilities over ``models``: one (K, H, W) float32 array per tile.
+
+    Args:
+        models: one model or an ensemble (the mean of their probabilities).
+        tiles: tiles in memory (:func:`iter_tiles`); each model normalises them its own way.
+        tta, scales: see :func:`predict_probabilities`.
+        batch_size: tiles (or windows) per forward pass, or ``"auto"`` (:func:`resolve_tile_batch`).
+            The probabilities do not depend on it beyond float32 rounding (batched convolutions sum
+            in another order).
+        window: 0: each tile whole in one forward pass, tiles of one size batched together. A
+            side in px: each tile in windows of this size (:func:`eo_common.raster.predict_array_tiled`,
+            cosine-blended over ``overlap`` px, reflect-padded when the tile is smaller), so tiles
+            of any size go through with memory bounded by ``batch_size`` windows.
+        overlap: overlap of neighbouring windows (px, < ``window``).
+    """
+    sums = _probability_sums(models, tiles, tta, scales, batch_size, window, overlap)
+    return [s / np.float32(len(models)) for s in sums]
+
+
 def predict_tiles(
     models: Sequence[LoadedModel],
     tiles: Sequence[TileArrays],
     tta: bool = False,
     scales: Sequence[float] = (1.0,),
-    batch_size: int = 1,
+    batch_size: BatchSize = 1,
+    window: int = 0,
+    overlap: int = 0,
 ) -> list[np.ndarray]:
-    """Ensemble prediction: mean probabilities over models, argmax -> (H, W) uint8 classes per tile.
-
-    Tiles of the same size go through the network ``batch_size`` at a time.
-    """
-    out: list[np.ndarray] = []
-    start = 0
-    while start < len(tiles):
-        shape = tiles[start].image.shape
-        stop = start + 1
-        while stop < len(tiles) and stop - start < batch_size and tiles[stop].image.shape == shape:
-            stop += 1
-        group = tiles[start:stop]
-        probs = None
-        for m in models:
-            device = m.module.device
-            x = torch.from_numpy(np.stack([m.normalizer(t.image) for t in group])).to(device)
-            p = predict_probabilities(m.module.net, x, tta, scales)
-            probs = p if probs is None else probs + p
-        assert probs is not None
-        out.extend(p.argmax(0).cpu().numpy().astype(np.uint8) for p in probs)
-        start = stop
-    return out
+    """Ensemble prediction: argmax of the models' summed probabilities -> (H, W) uint8 classes per
+    tile (see :func:`predict_tile_probabilities` for the arguments)."""
+    sums = _probability_sums(models, tiles, tta, scales, batch_size, window, overlap)
+    return [s.argmax(0).astype(np.uint8) for s in sums]

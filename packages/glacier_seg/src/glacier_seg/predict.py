@@ -36,6 +36,7 @@ from glacier_seg.inference import (
     iter_tiles,
     load_model,
     predict_tiles,
+    resolve_tile_batch,
 )
 from glacier_seg.layout import GlacierTile, check_tile_files, classes_to_mask_values, find_tiles
 
@@ -140,9 +141,12 @@ def predict(cfg: GlacierPredictConfig) -> dict[str, Any]:
     cache = cfg.data.glcm_cache or default_glcm_cache()
     written: list[str] = []
     batch: list[TileArrays] = []
+    per_forward = 0  # tiles per forward pass, resolved on the first tile (data.batch_size "auto")
 
     def flush() -> None:
-        classes = predict_tiles(models, batch, cfg.tta, cfg.scales, cfg.data.batch_size)
+        classes = predict_tiles(
+            models, batch, cfg.tta, cfg.scales, per_forward, cfg.window, cfg.window_overlap
+        )
         for tile, pred in zip(batch, classes):
             _write(run_dir, names[tile.tile_id], tile, pred, cfg.class_maps)
             written.append(names[tile.tile_id])
@@ -150,8 +154,12 @@ def predict(cfg: GlacierPredictConfig) -> dict[str, Any]:
 
     reader = iter_tiles(todo, cfg.data.workers, glcm=models[0].texture, cache_dir=cache)
     for arrays in reader:
+        if not per_forward:
+            per_forward = resolve_tile_batch(
+                models, arrays, cfg.data.batch_size, cfg.tta, cfg.scales, cfg.window
+            )
         batch.append(arrays)
-        if len(batch) >= cfg.data.batch_size:
+        if len(batch) >= (1 if cfg.window else per_forward):  # windows are batched within a tile
             flush()
     if batch:
         flush()

@@ -333,6 +333,12 @@ class InferenceConfig:
     uncertainty: Literal["entropy", "mc_variance"] = opt(
         "entropy", help="entropy of the mean probabilities, or variance of the rank over passes"
     )
+    cog: bool = opt(
+        True,
+        help="write the probability, susceptibility and uncertainty maps as Cloud-Optimised "
+        "GeoTIFFs (256 px tiles, DEFLATE, overviews); false: strips with overviews added in place",
+        identity=False,
+    )
     crf: CRFConfig = field(default_factory=CRFConfig)
 
 

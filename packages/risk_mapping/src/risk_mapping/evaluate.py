@@ -492,7 +492,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             progress=cfg.progress,
         )
         finalize_class_map(maps / "class_map_crf.tif", "risk class after dense CRF")
-        finalize_geotiff(maps / "susceptibility_crf.tif", cog=True)
+        finalize_geotiff(maps / "susceptibility_crf.tif", cog=inference.cog)
     split = cfg.split if cfg.split_mask else "all"
     variants = evaluate_products(maps, labels, split_mask_path=cfg.split_mask, split=split)
     written = write_evaluation(

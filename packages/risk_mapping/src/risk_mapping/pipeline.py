@@ -259,7 +259,7 @@ def _run_stage(stage: str, cfg: RiskConfig, root: Path) -> dict[str, Any]:
                 progress=cfg.progress,
             )
             finalize_class_map(infer_dir / "class_map_crf.tif", "risk class after dense CRF")
-            finalize_geotiff(infer_dir / "susceptibility_crf.tif", cog=True)
+            finalize_geotiff(infer_dir / "susceptibility_crf.tif", cog=cfg.inference.cog)
             info["outputs"]["class_map_crf"] = _rel(infer_dir / "class_map_crf.tif", root)
             info["outputs"]["susceptibility_crf"] = _rel(infer_dir / "susceptibility_crf.tif", root)
             info["crf_seconds"] = time.perf_counter() - t0

@@ -9,9 +9,10 @@ class probabilities over
 * test-time augmentation (identity, horizontal, vertical and both flips; ``inference.tta``),
 * MC-dropout passes (dropout kept on, ``inference.mc_dropout_samples`` passes),
 
-and then writes, strip by strip, GeoTIFFs with the stack's CRS and transform, which end as
-Cloud-Optimised GeoTIFFs with overviews (:func:`eo_common.raster.finalize_geotiff`); the class map
-is written with :func:`eo_common.raster.write_class_map` (colour table, class names, QGIS style):
+and then writes, strip by strip, GeoTIFFs with the stack's CRS and transform, band descriptions and
+nodata, which end as Cloud-Optimised GeoTIFFs with overviews (:func:`eo_common.raster.finalize_geotiff`;
+``inference.cog: false`` keeps the strips and adds overviews in place); the class map is written with
+:func:`eo_common.raster.write_class_map` (colour table, class names, QGIS style):
 
 =====================  =======  =====================================================  =========
 file                   dtype    content                                                nodata
@@ -63,6 +64,7 @@ __all__ = [
     "finalize_class_map",
     "RANK_NODATA",
     "RISK_CLASSES",
+    "PRODUCT_BANDS",
 ]
 
 RANK_NODATA = -1.0
@@ -225,10 +227,29 @@ def _strip_profile(
     )
 
 
-def write_products(raw_path: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
+#: band descriptions of the float products (QGIS and ``gdalinfo`` show them)
+PRODUCT_BANDS: dict[str, tuple[str, ...]] = {
+    "probabilities": ("P(low)", "P(medium)", "P(high)"),
+    "susceptibility": ("expected risk rank P(medium) + 2 P(high), 0-2",),
+    "uncertainty_entropy": ("entropy of the mean class probabilities (nats)",),
+    "uncertainty_mc_variance": ("variance of the expected risk rank over MC/TTA/ensemble passes",),
+}
+
+
+def write_products(
+    raw_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    cog: bool = True,
+    uncertainty: str = "entropy",
+) -> dict[str, Path]:
     """Split the 4-band raw prediction into probabilities / susceptibility / class map / uncertainty.
 
-    Reads and writes strips of ``4 x 64`` rows, so memory is bounded by the raster width.
+    Reads and writes strips of ``4 x 64`` rows, so memory is bounded by the raster width. The float
+    products carry band descriptions (:data:`PRODUCT_BANDS`; ``uncertainty`` names what the fourth
+    raw band holds, ``"entropy"`` or ``"mc_variance"``) and their nodata value, and end as
+    Cloud-Optimised GeoTIFFs with average overviews (``cog``; else the strips with overviews added in
+    place); the class map is written by :func:`finalize_class_map`.
     """
     raw_path, out_dir = Path(raw_path), Path(out_dir)
     outputs = {
@@ -248,7 +269,9 @@ def write_products(raw_path: str | os.PathLike, out_dir: str | os.PathLike) -> d
                     "w",
                     **_strip_profile(src, count, dtype, prob_nodata if nodata is None else nodata),
                 )
-            dsts["probabilities"].descriptions = ("P(low)", "P(medium)", "P(high)")
+            dsts["probabilities"].descriptions = PRODUCT_BANDS["probabilities"]
+            dsts["susceptibility"].descriptions = PRODUCT_BANDS["susceptibility"]
+            dsts["uncertainty"].descriptions = PRODUCT_BANDS[f"uncertainty_{uncertainty}"]
             try:
                 step = _STRIP_ROWS * 4
                 for r0 in range(0, src.height, step):
@@ -280,7 +303,7 @@ def write_products(raw_path: str | os.PathLike, out_dir: str | os.PathLike) -> d
             tmp.unlink(missing_ok=True)
         raise
     for key in ("probabilities", "susceptibility", "uncertainty"):
-        finalize_geotiff(outputs[key][0], cog=True, overview_resampling="average")
+        finalize_geotiff(outputs[key][0], cog=cog, overview_resampling="average")
     finalize_class_map(outputs["class_map"][0])
     return {k: v[0] for k, v in outputs.items()}
 
@@ -338,6 +361,6 @@ def predict_raster(
         progress=progress,
         batch_size=cfg.batch_size,
     )
-    paths = write_products(raw, out_dir)
+    paths = write_products(raw, out_dir, cog=cfg.cog, uncertainty=cfg.uncertainty)
     raw.unlink()
     return paths

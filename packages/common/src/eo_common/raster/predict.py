@@ -305,6 +305,7 @@ def sliding_window_predict(
     batch_size: BatchSize = 1,
     batched: bool | None = None,
     device: Any = None,
+    band_names: Sequence[str] | None = None,
 ) -> Path:
     """Run ``predict_fn`` over a GeoTIFF of any size with bounded memory; write a blended GeoTIFF.
 
@@ -353,6 +354,8 @@ def sliding_window_predict(
         batched: whether ``predict_fn`` takes a batch; None reads ``predict_fn.batched`` (default
             False: one tile per call, as before).
         device: where ``predict_fn`` computes, for ``batch_size="auto"`` (None: CUDA if available).
+        band_names: one description per output band (shown by QGIS and ``gdalinfo``, kept by
+            :func:`~eo_common.raster.finalize_geotiff`); None leaves the bands undescribed.
 
     Returns:
         ``Path(out_path)``.
@@ -360,16 +363,21 @@ def sliding_window_predict(
     Raises:
         RasterError: the source is missing or unreadable, or the output nodata does not fit
             ``out_dtype``, or an integer output has missing pixels but no nodata value.
-        ValueError: bad tiling arguments or a ``predict_fn`` output of the wrong shape.
+        ValueError: bad tiling arguments, a ``predict_fn`` output of the wrong shape, or
+            ``band_names`` of another length than ``out_bands``.
 
     Example:
         >>> def ndvi(t):  # bands 4 (red), 8 (NIR) of a 2-band input
         ...     return ((t[1] - t[0]) / (t[1] + t[0] + 1e-6))[None]
         >>> sliding_window_predict("s2_red_nir.tif", "ndvi.tif", ndvi, out_bands=1,
-        ...                        tile_size=256, overlap=32)  # doctest: +SKIP
+        ...                        tile_size=256, overlap=32, band_names=["NDVI"])  # doctest: +SKIP
     """
     src_path, out_path = Path(src_path), Path(out_path)
     out_dtype = np.dtype(out_dtype)
+    if band_names is not None and len(band_names) != out_bands:
+        raise ValueError(
+            f"band_names has {len(band_names)} names for {out_bands} output bands: {list(band_names)}"
+        )
     with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES), _open(src_path) as src:
         band_list = _check_bands(bands, src.count, src_path)
         height, width = src.height, src.width
@@ -406,6 +414,8 @@ def sliding_window_predict(
         tmp = atomic_temp_path(out_path)
         try:
             with rasterio.open(tmp, "w", **profile) as dst:
+                if band_names is not None:
+                    dst.descriptions = tuple(str(n) for n in band_names)
                 writer = _StripWriter(dst, profile.get("blockysize", _OUTPUT_ROWS_PER_STRIP))
 
                 def emit(r0: int, values: np.ndarray, missing: np.ndarray | None) -> None:
