@@ -80,7 +80,14 @@ def _test_data(package: str, module: str):
     """A package's fake-data generator (``packages/<package>/tests/data/<module>.py``, torchgeo style)."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "packages" / package / "tests" / "data" / f"{module}.py"
+    path = (
+        Path(__file__).resolve().parents[1]
+        / "packages"
+        / package
+        / "tests"
+        / "data"
+        / f"{module}.py"
+    )
     spec = importlib.util.spec_from_file_location(f"{package}_test_data_{module}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -91,6 +98,7 @@ def cloud_removal(tmp: Path, args) -> tuple[list, float]:
     from cloud_removal.data import SEN12MSCRDataset
     from cloud_removal.model import build_model
     from eo_common.packing import PackedDataset, pack_dataset
+
     make_official = _test_data("cloud_removal", "sen12mscr").make_official
 
     root = make_official(tmp / "sen12mscr", n_per_split=(args.samples, 1, 1), size=256)

@@ -29,7 +29,7 @@ TINY = {
 #: cr-train flags of a tiny, fast run (CPU, no workers, no progress bars, CSV log only)
 TINY_FLAGS = [
     "--base_width", "4", "--num_heads", "2", "--num_cross_attn_blocks", "1",
-    "--encoder_blocks", "[1,1,1]", "--no_multi_scale", "--batch_sz", "2", "--num_workers", "0",
+    "--encoder_blocks", "[1,1,1]", "--no_multi_scale", "--batch_sz", "2", "--num_workers", "2",
     "--threads", "1", "--no_progress", "--log", "[csv]", "--load_size", "48", "--crop_size", "16",
     "--eval_crop_size", "32",
 ]  # fmt: skip

@@ -1,15 +1,12 @@
-"""``eolab sweep run`` end to end: workers sharing one study, a SIGKILLed worker, reruns, pruning in
-real Lightning epochs, failed trials, and the report (embedded journal storage and PostgreSQL: the
-``postgres_url`` fixture of the root conftest.py)."""
+"""``eolab sweep run`` end to end on toy commands: pruning in real Lightning epochs, failed trials and
+the report. Workers sharing one study, a SIGKILLed worker and reruns are tested on the real
+glacier-train command (embedded journal and PostgreSQL): ``packages/glacier_seg/tests/test_glacier_sweep.py``."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -36,118 +33,12 @@ def eolab(*args: str) -> list[str]:
     return [sys.executable, "-m", "eo_common.cli", *args]
 
 
-def quad_sweep(tmp_path: Path, *, trials: int = 6, epochs: int = 5, delay: float = 0.8) -> Path:
-    path = tmp_path / "quad.yaml"
-    data = {
-        "command": "eolab_sweep_toys:quad",
-        "base": {"optim.epochs": epochs, "data.delay_s": delay},
-        "space": {
-            "model.x": {"type": "float", "low": -2.0, "high": 3.0},
-            "model.y": {"type": "int", "low": 0, "high": 4},
-            "model.kind": ["a", "b", "c"],
-        },
-        "objective": {"metric": "val/score", "direction": "maximize"},
-        "trials": trials,
-    }
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 def open_study(out: Path, storage: str = ""):
     from eo_common.sweep.spec import load_sweep
     from eo_common.sweep.storage import load_study, open_storage
 
     spec, _ = load_sweep(out / "sweep.yaml")
     return spec, load_study(open_storage(storage, out), spec)
-
-
-def _victim(out: Path, storage: str, deadline: float) -> tuple[int, str]:
-    """(worker pid, trial folder) of a trial that is mid-way (an epoch done, not finished)."""
-    from optuna.trial import TrialState
-
-    study = None
-    while time.time() < deadline:
-        if study is None:  # open the study once, as soon as the sweep has made it
-            try:
-                _, study = open_study(out, storage)
-            except Exception:  # noqa: BLE001 - not created yet
-                time.sleep(0.2)
-                continue
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            dirs = t.user_attrs.get("run_dirs") or []
-            worker = t.user_attrs.get("eolab_worker")
-            if dirs and worker and (out / dirs[0] / "state.json").is_file():
-                return int(worker["pid"]), Path(dirs[0]).name
-        time.sleep(0.05)
-    raise AssertionError("no trial reached the middle of its training in time")
-
-
-def kill_one_worker_then_rerun(tmp_path: Path, storage: str) -> None:
-    sweep = quad_sweep(tmp_path)
-    out = tmp_path / "sweep"
-    argv = eolab("sweep", "run", str(sweep), "--out", str(out), "--workers", "2",
-                 "--heartbeat_s", "1", "--grace_s", "3")  # fmt: skip
-    if storage:
-        argv += ["--storage", storage]
-    log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env())
-    try:
-        pid, folder = _victim(out, storage, time.time() + 120)
-        os.kill(pid, signal.SIGKILL)
-        assert proc.wait(timeout=240) == 1  # a worker died: the run says so
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
-    text = (tmp_path / "first.log").read_text()
-    assert "ended (killed by signal 9)" in text, text
-    rerun = subprocess.run(argv, capture_output=True, text=True, env=env(), timeout=240)
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-    from optuna.trial import TrialState
-
-    spec, study = open_study(out, storage)
-    trials = study.get_trials(deepcopy=False)
-    retired = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
-    counted = [
-        t for t in trials if t.number not in retired and not t.user_attrs.get("eolab_surplus")
-    ]
-    assert len(counted) == 6 and all(t.state == TrialState.COMPLETE for t in counted)
-    configs = {json.dumps(t.params, sort_keys=True) for t in counted}
-    assert len(configs) == 6  # six distinct trials, none run twice
-    killed = [t for t in trials if t.number in retired]
-    assert len(killed) == 1 and killed[0].state == TrialState.FAIL
-    assert killed[0].user_attrs["run_dirs"] == [f"trials/{folder}"]
-    # every trial folder finished, each started once, except the killed one: resumed once, not restarted
-    folders = sorted(p for p in (out / "trials").iterdir() if p.is_dir())
-    assert len(folders) == 6
-    from eolab_sweep_toys import quad_score
-
-    for t in counted:
-        (run,) = t.user_attrs["run_dirs"]
-        starts = [
-            int(line.split()[1]) for line in (out / run / "starts.log").read_text().splitlines()
-        ]
-        summary = read_summary(out / run)
-        assert summary["status"] == "finished"
-        p = t.params
-        expected = quad_score(p["model.x"], p["model.y"], p["model.kind"], True, 0) - 0.5**5
-        assert t.value == pytest.approx(expected) == summary["metrics"]["val/score"]
-        if run == f"trials/{folder}":
-            assert starts[0] == 0 and len(starts) == 2 and starts[1] >= 1, starts
-        else:
-            assert starts == [0], (run, starts)
-
-
-def test_two_workers_embedded_storage_survive_a_killed_worker(tmp_path):
-    kill_one_worker_then_rerun(tmp_path, "")
-    assert (tmp_path / "sweep" / "study.journal").is_file()
-
-
-def test_two_workers_postgres_survive_a_killed_worker(tmp_path, postgres_url):
-    kill_one_worker_then_rerun(tmp_path, postgres_url)
-    assert not (tmp_path / "sweep" / "study.journal").exists()
 
 
 def test_pruning_in_real_epochs_failed_trials_and_the_report(tmp_path):
@@ -160,7 +51,7 @@ def test_pruning_in_real_epochs_failed_trials_and_the_report(tmp_path):
         yaml.safe_dump(
             {
                 "command": "eolab_sweep_toys:fit",
-                "base": {"optim": {"epochs": 6}},
+                "base": {"optim": {"epochs": 4}},
                 "variants": {
                     "good": {"optim.lr": 0.05},
                     "slow": {"optim.lr": 1.0e-6},
@@ -188,7 +79,7 @@ def test_pruning_in_real_epochs_failed_trials_and_the_report(tmp_path):
             import csv
 
             epochs[name] = {int(float(r["epoch"])) for r in csv.DictReader(f) if r.get("val/loss")}
-    assert epochs["good"] == set(range(6)) and epochs["nan_data"] == set()
+    assert epochs["good"] == set(range(4)) and epochs["nan_data"] == set()
     assert epochs["slow"] == {0, 1}  # reported epochs 0 and 1, pruned after 1 (warmup 1)
     assert by_name["slow"].user_attrs["eolab_pruned"]["epoch"] == 1
     assert read_summary(out / by_name["slow"].user_attrs["run_dirs"][0])["status"] == "finished"

@@ -242,7 +242,7 @@ def test_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted(
     fake_benv2, stage1_dir, tmp_path
 ):
     killed, reference = tmp_path / "killed", tmp_path / "reference"
-    argv = _stage2_argv(fake_benv2, stage1_dir, killed, "--epochs", "4")
+    argv = _stage2_argv(fake_benv2, stage1_dir, killed, "--epochs", "4", "--num_workers", "2")
     code = f"import sys; from gac_pipeline.cli import gac_stage2; sys.exit(gac_stage2({argv!r}))"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
@@ -257,7 +257,12 @@ def test_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted(
     assert proc.returncode == -signal.SIGKILL, stderr[-2000:]
     assert read_summary(killed)["status"] == "running"  # killed: never finished
     assert gac_stage2([*argv, "--resume"]) == 0
-    assert gac_stage2(_stage2_argv(fake_benv2, stage1_dir, reference, "--epochs", "4")) == 0
+    assert (
+        gac_stage2(
+            _stage2_argv(fake_benv2, stage1_dir, reference, "--epochs", "4", "--num_workers", "2")
+        )
+        == 0
+    )
     a, b = read_summary(killed), read_summary(reference)
     assert a["status"] == "finished" and a["epochs_run"] == b["epochs_run"] == 4
     assert a["metrics"] == b["metrics"] and a["best_epoch"] == b["best_epoch"]

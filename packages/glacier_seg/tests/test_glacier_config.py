@@ -72,11 +72,13 @@ def test_print_config_reads_back_unchanged(prog, tmp_path, capsys):
     assert capsys.readouterr().out == first
 
 
-def test_sweep_preset_names_real_keys_with_valid_values():
-    sweep = yaml.safe_load((PACKAGE / "sweeps" / "ablation.yaml").read_text())
+def test_decision_tree_preset_names_real_keys_with_valid_values():
+    """The researchers' decision tree (``glacier_seg:decision_tree``): every base and variant key is
+    a glacier-train field and every variant parses to the values it names."""
+    sweep = yaml.safe_load((PACKAGE / "src/glacier_seg/sweeps/decision_tree.yaml").read_text())
     assert sweep["command"] == "glacier-train" and sweep["objective"]["metric"] == "val/mcc"
-    base = (PACKAGE / "sweeps" / sweep["base"]["config"]).resolve()
     keys = {leaf.key for leaf in glacier_train.leaves()}
+    assert set(sweep["base"]) <= keys, set(sweep["base"]) - keys
     assert set(sweep["variants"]) == {
         "baseline",
         "encoder_from_scratch",
@@ -87,11 +89,11 @@ def test_sweep_preset_names_real_keys_with_valid_values():
     }
     for name, values in sweep["variants"].items():
         assert set(values) <= keys, (name, set(values) - keys)
-        argv = ["--config", str(base), "--data_root", "."]
-        for key, value in values.items():
+        argv = ["--data_root", "."]
+        for key, value in {**sweep["base"], **values}.items():
             argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
         cfg = glacier_train.parse(argv)
-        for key, value in values.items():
+        for key, value in {**sweep["base"], **values}.items():
             group, field = key.split(".")
             assert getattr(getattr(cfg, group), field) == value, (name, key)
 

@@ -63,7 +63,7 @@ def _loadable(path: Path) -> bool:
 def test_sigkill_after_the_first_checkpoint_then_resume_equals_an_uninterrupted_run(
     glacier_root, glcm_cache, tmp_path
 ):
-    args = ["--epochs", "4", "--no_export_smp"]
+    args = ["--epochs", "4", "--no_export_smp", "--num_workers", "2"]
     straight = tmp_path / "straight"
     assert glacier_train(tiny_train_args(glacier_root, straight, glcm_cache, *args)) == 0
 

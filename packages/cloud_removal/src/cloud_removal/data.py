@@ -41,6 +41,7 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
+from eo_common.loading import SeededSampler, loader_kwargs, sample_rng
 from eo_common.normalize import fill_nan, normalize_s1, normalize_s2
 from eo_common.raster import Raster, RasterError, read_raster
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -269,10 +270,13 @@ class SEN12MSCRDataset(Dataset):
             self._detector = S2CloudlessDetector()
         return self._detector.probability(cloudy)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """Sample ``key``: an index, or an ``(index, seed)`` key of
+        :class:`eo_common.loading.SeededSampler` (crop and augmentation then come from that seed, so
+        they do not depend on the loader workers)."""
+        i, rng = sample_rng(key)
         if not 0 <= i < len(self.samples):
             raise IndexError(f"index {i} out of range for {len(self.samples)} samples")
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
         s1, clear, cloudy = self.read_row(i)
         y0, x0, size = self._crop_box(*s1.shape[-2:], rng)
         sl = (slice(None), slice(y0, y0 + size), slice(x0, x0 + size))
@@ -402,7 +406,6 @@ class CloudRemovalDataModule(L.LightningDataModule):
         if cfg.root is None:
             raise CloudRemovalDataError("data.root: no data folder given (--input_data_folder)")
         self.cfg = cfg
-        self.batch_size, self.num_workers = cfg.batch_size, cfg.workers
         self.crop_size = cfg.crop_size
         self.progressive = parse_progressive(cfg.progressive)
         self.seed = seed
@@ -453,30 +456,25 @@ class CloudRemovalDataModule(L.LightningDataModule):
         for ds in (self.train_set, self.val_set):
             ds.read_row(0)
 
-    def _loader(
-        self, ds: Dataset, shuffle: bool, sampler: Sampler | None = None, epoch: int = 0
-    ) -> DataLoader:
-        g = torch.Generator().manual_seed(self.seed + epoch)
-        return DataLoader(
-            ds,
-            batch_size=self.batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            drop_last=False,
-            generator=g if shuffle else None,
-            persistent_workers=False,
-        )
+    def _loader(self, ds: Dataset, sampler: SeededSampler | None = None) -> DataLoader:
+        return DataLoader(ds, sampler=sampler, drop_last=False, **loader_kwargs(self.cfg))
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled (or hard-example) ``(index, seed)`` keys of :class:`SeededSampler`: order, crops
+        and augmentation of an epoch depend on the run seed and the epoch only, so a resumed run
+        and any number of (persistent) workers see the same samples."""
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         self.train_set.crop_size = crop_for_epoch(self.progressive, epoch, self.crop_size)
         if self.sampler is not None:
             self.sampler.epoch = epoch  # the same draws after a --resume as without interruption
-        return self._loader(self.train_set, True, self.sampler, epoch)
+            keys = SeededSampler(self.sampler)
+        else:
+            keys = SeededSampler(len(self.train_set), shuffle=True)
+        keys.set_epoch(epoch)
+        return self._loader(self.train_set, keys)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
+        return self._loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False)
+        return self._loader(self.test_set)

@@ -287,24 +287,6 @@ def _score(
         metrics["delta"]["all"]["lpips"] = (
             metrics["model"]["all"]["lpips"] - metrics["identity"]["all"]["lpips"]
         )
-    metrics: dict[str, Any] = {"model": {}, "identity": {}, "delta": {}}
-    for region in REGIONS:
-        for who in ("model", "identity"):
-            met = totals[(who, region)]
-            metrics[who][region] = (
-                {k: float(v) for k, v in met.compute().items()} if met.update_count else None
-            )
-        if metrics["model"][region] and metrics["identity"][region]:
-            metrics["delta"][region] = {
-                k: metrics["model"][region][k] - metrics["identity"][region][k]
-                for k in metrics["model"][region]
-            }
-    if lpips is not None:
-        for who in ("model", "identity"):
-            metrics[who]["all"]["lpips"] = float(lpips[who].compute()["lpips"])
-        metrics["delta"]["all"]["lpips"] = (
-            metrics["model"]["all"]["lpips"] - metrics["identity"]["all"]["lpips"]
-        )
     return metrics, rows, keep
 
 

@@ -38,6 +38,7 @@ import torch
 from affine import Affine
 from eo_common.errors import InputError
 from eo_common.io import atomic_write
+from eo_common.loading import SeededSampler, loader_kwargs
 from eo_common.normalize import normalize_s1, normalize_s2
 from eo_common.raster import RasterError, read_raster
 from rasterio.crs import CRS
@@ -466,7 +467,9 @@ class PairedTileDataset(Dataset):
             "target": torch.from_numpy(normalize_s2(tile.s2, "glf-cr")),
         }
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        if isinstance(index, tuple | list):  # an (index, seed) key: nothing here is random
+            index = int(index[0])
         if index in self._cache:
             return self._cache[index]
         item = self.load(index)
@@ -490,8 +493,9 @@ def split_records(
 class PairedDataModule(L.LightningDataModule):
     """Train and validation loaders of :class:`PairedTileDataset` for stages 2 and 3.
 
-    Shuffling uses the global torch generator, which :class:`eo_common.training.EpochSeed` reseeds
-    from ``(seed, epoch)`` every epoch, so a resumed run sees the same batches as an uninterrupted one.
+    Shuffling uses :class:`eo_common.loading.SeededSampler`, whose permutation is fixed by
+    :class:`eo_common.training.EpochSeed`'s re-seed from ``(seed, epoch)`` every epoch, so a resumed run
+    sees the same batches as an uninterrupted one, with any number of (persistent) workers.
 
     Args:
         root: BigEarthNet v2 root.
@@ -542,13 +546,14 @@ class PairedDataModule(L.LightningDataModule):
             self.check_inputs()
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        # the order comes from SeededSampler (fixed by EpochSeed's re-seed of the epoch), not from
+        # a draw of the global generator, whose position differs with (persistent) workers
+        kw = loader_kwargs(batch_size=self.batch_size, num_workers=self.num_workers)
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
+            sampler=SeededSampler(len(dataset), shuffle=True) if shuffle else None,
             drop_last=shuffle and len(dataset) > self.batch_size,
-            persistent_workers=False,
+            **kw,
         )
 
     def train_dataloader(self) -> DataLoader:

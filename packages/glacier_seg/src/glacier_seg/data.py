@@ -27,6 +27,7 @@ import lightning as L
 import numpy as np
 import torch
 from eo_common.errors import InputError
+from eo_common.loading import loader_kwargs
 from eo_common.normalize import BandStats, percentile_stretch
 from torch.utils.data import DataLoader, Dataset
 
@@ -440,23 +441,20 @@ class GlacierDataModule(L.LightningDataModule):
             [t.mask for t in self.train_tiles], c.lake_weight, c.debris_weight
         )
         n_samples = c.samples_per_epoch or 8 * len(self.train_tiles)
-        workers = c.workers
+        # crops and augmentation come from per-draw keys (WeightedTileSampler), not from the
+        # workers' generators: persistent workers keep a resume exact
         return DataLoader(
             self.train_set,
-            batch_size=c.batch_size,
             sampler=WeightedTileSampler(weights, n_samples, seed=self.seed),
-            num_workers=workers,
             collate_fn=collate,
             drop_last=n_samples >= c.batch_size,
-            persistent_workers=workers > 0,
+            **loader_kwargs(c),
         )
 
     def val_dataloader(self) -> DataLoader:
         same_size = len({t.image.shape for t in self.val_tiles}) == 1
-        return DataLoader(
-            self.val_set,
-            batch_size=self.cfg.batch_size if same_size else 1,
-            shuffle=False,
-            num_workers=0,
-            collate_fn=collate,
-        )
+        # whole validation tiles already in memory: read in this process
+        kwargs = loader_kwargs(self.cfg, num_workers=0)
+        if not same_size:
+            kwargs["batch_size"] = 1
+        return DataLoader(self.val_set, shuffle=False, collate_fn=collate, **kwargs)

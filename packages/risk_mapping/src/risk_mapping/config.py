@@ -272,7 +272,11 @@ class TrainingConfig:
     label_smoothing: float = opt(0.0, help="label smoothing epsilon", min=0.0, max=0.5)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     num_workers: int = opt(
-        0, help="loader processes (data.num_workers)", min=0, max=64, identity=False
+        0,
+        help="loader processes (data.num_workers; -1: one per core beyond the first, at most 8)",
+        min=-1,
+        max=64,
+        identity=False,
     )
     accelerator: str | None = opt(
         None,

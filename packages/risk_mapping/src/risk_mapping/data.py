@@ -1,10 +1,11 @@
 """Training data: the prepared tiles as a torch ``Dataset`` with augmentation, and the DataModule.
 
 The prepare stage (:mod:`risk_mapping.prepare`) writes ``tiles_{train,val,test}.npz``;
-:class:`RiskDataModule` serves them to Lightning. The training loader shuffles with torch's *global*
-generator (no private ``torch.Generator``), which :class:`eo_common.training.EpochSeed` re-seeds from
-``(seed, epoch)`` at the start of every epoch: epoch ``e`` sees the same order and the same
-augmentation whether the run went straight through or was killed and resumed before it.
+:class:`RiskDataModule` serves them to Lightning. The training loader draws its order and each
+tile's augmentation from :class:`eo_common.loading.SeededSampler` keys, whose seed is fixed by
+:class:`eo_common.training.EpochSeed`'s re-seed from ``(seed, epoch)`` at the start of every epoch:
+epoch ``e`` sees the same order and the same augmentation whether the run went straight through or
+was killed and resumed before it, and whatever the number of (persistent) loader workers.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import lightning as L
 import numpy as np
 import torch
 from eo_common.errors import InputError
+from eo_common.loading import SeededSampler, loader_kwargs, sample_rng
 from torch.utils.data import DataLoader, Dataset
 
 from risk_mapping.config import AugmentationConfig, RiskConfig
@@ -31,7 +33,8 @@ class TileDataset(Dataset):
     90 degrees. Photometric (only ``optical_bands``, in standardised units): brightness adds
     ``U(-b, b)``, contrast scales around the tile mean by ``U(1 - c, 1 + c)``, saturation scales the
     deviation of each optical band from the optical-band mean by ``U(1 - s, 1 + s)``. Random numbers
-    come from torch's global generator (re-seeded per epoch during training).
+    come from the sample's key (:func:`eo_common.loading.sample_rng`): with the training loader's
+    ``(index, seed)`` keys they depend on the run seed, the epoch and the tile only.
 
     Returns ``(x (C, t, t) float32, y (t, t) int64)``.
     """
@@ -49,34 +52,39 @@ class TileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.tiles)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(np.array(self.tiles.x[i], dtype=np.float32))
-        y = torch.from_numpy(self.tiles.y[i].astype(np.int64))
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.aug is None:
-            return x, y
+            i = int(key[0] if isinstance(key, tuple | list) else key)
+            return self._tile(i)
+        i, rng = sample_rng(key)
+        x, y = self._tile(i)
         a = self.aug
         if a.flips:
-            if torch.rand(()) < 0.5:
+            if rng.uniform() < 0.5:
                 x, y = x.flip(-1), y.flip(-1)
-            if torch.rand(()) < 0.5:
+            if rng.uniform() < 0.5:
                 x, y = x.flip(-2), y.flip(-2)
         if a.rotations and x.shape[-1] == x.shape[-2]:
-            k = int(torch.randint(0, 4, ()))
+            k = int(rng.integers(0, 4))
             x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
         if self.optical:
             opt = x[self.optical]
             if a.brightness > 0:
-                opt = opt + (torch.rand(()) * 2 - 1) * a.brightness
+                opt = opt + float(rng.uniform(-1, 1)) * a.brightness
             if a.contrast > 0:
-                factor = 1 + (torch.rand(()) * 2 - 1) * a.contrast
+                factor = 1 + float(rng.uniform(-1, 1)) * a.contrast
                 opt = (opt - opt.mean()) * factor + opt.mean()
             if a.saturation > 0 and len(self.optical) > 1:
-                factor = 1 + (torch.rand(()) * 2 - 1) * a.saturation
+                factor = 1 + float(rng.uniform(-1, 1)) * a.saturation
                 grey = opt.mean(0, keepdim=True)
                 opt = grey + (opt - grey) * factor
             x = x.clone()
             x[self.optical] = opt
         return x.contiguous(), y.contiguous()
+
+    def _tile(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(np.array(self.tiles.x[i], dtype=np.float32))
+        return x, torch.from_numpy(self.tiles.y[i].astype(np.int64))
 
 
 class RiskDataModule(L.LightningDataModule):
@@ -126,14 +134,10 @@ class RiskDataModule(L.LightningDataModule):
             t.augmentation if train else None,
             self.cfg.dataset.optical_bands if train else None,
         )
-        return DataLoader(
-            ds,
-            batch_size=t.batch_size,
-            shuffle=train,  # global generator: re-seeded every epoch by EpochSeed
-            num_workers=t.num_workers,
-            drop_last=False,
-            persistent_workers=False,
-        )
+        # training: shuffled (index, seed) keys whose seed is fixed by EpochSeed's re-seed of the
+        # epoch, so order and augmentation do not depend on the (persistent) workers
+        keys = SeededSampler(len(ds), shuffle=True) if train else None
+        return DataLoader(ds, sampler=keys, drop_last=False, **loader_kwargs(t))
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
