@@ -175,7 +175,7 @@ def test_cr_ablate_runs_the_preset_as_a_sweep_and_reuses_runs_by_their_full_conf
     run per variant x seed; a rerun with the same settings trains nothing; another budget trains
     again in its own sweep instead of reusing runs of the first budget (the old manifest keyed runs
     by name_seed and mixed a 1-epoch 'full' with 2-epoch variants)."""
-    from cloud_removal.config import ABLATIONS, ablation_preset
+    from cloud_removal.config_ablate import ABLATIONS, ablation_preset
 
     abl = tmp_path / "abl"
     base = ["--input_data_folder", str(fake_root), *tiny_flags, "--limit_train_batches", "1"]

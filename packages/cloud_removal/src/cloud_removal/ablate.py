@@ -2,7 +2,7 @@
 
 A thin preset over ``eolab sweep``: the base configuration is everything ``cr-train`` accepts (its
 defaults are the ``base`` of the sweep preset ``cloud_removal:ablation``, all enhancements on); each
-variant of ``--configs`` is one of that preset's ``variants`` (:data:`cloud_removal.config.ABLATIONS`)
+variant of ``--configs`` is one of that preset's ``variants`` (:data:`cloud_removal.config_ablate.ABLATIONS`)
 and runs once per seed (``run.seed``, ``run.seed + 1``, ...). :func:`ablation_sweep` writes the sweep
 file; :func:`eo_common.sweep.launcher.run_sweep` runs it (every variant x seed an ordinary cr-train run
 folder, a subprocess each, ``--sweep_workers`` side by side); the table is read back from the runs.
@@ -37,7 +37,8 @@ from eo_common.errors import UserError
 from eo_common.io import atomic_save_json, atomic_write
 from eo_common.runs import RunFolder, read_summary, resolved_config_dict
 
-from .config import ABLATIONS, CRAblateConfig, CRTrainConfig, ablation_preset
+from .config import CRTrainConfig
+from .config_ablate import ABLATIONS, CRAblateConfig, ablation_preset
 
 __all__ = ["train_config", "ablation_sweep", "sweep_results", "format_table", "ablate"]
 

@@ -12,11 +12,8 @@ from pathlib import Path
 from eo_common.command import Command
 
 from .config import (
-    ABLATE_METRICS,
-    ABLATION_BASE,
     EVAL_METRICS,
     TRAIN_METRICS,
-    CRAblateConfig,
     CREvalConfig,
     CRMakeDatalistConfig,
     CRPredictConfig,
@@ -24,6 +21,7 @@ from .config import (
     ModelInfoConfig,
     SamplesConfig,
 )
+from .config_ablate import ABLATE_METRICS, ABLATION_BASE, CRAblateConfig
 
 __all__ = [
     "cr_train",
