@@ -180,6 +180,7 @@ def test_cr_ablate_runs_the_preset_as_a_sweep_and_reuses_runs_by_their_full_conf
     abl = tmp_path / "abl"
     base = ["--input_data_folder", str(fake_root), *tiny_flags, "--limit_train_batches", "1"]
     base += ["--configs", "[full,no_sar_gating]", "--seeds", "2", "--ablation_dir", str(abl)]
+    base += ["--sweep_workers", "2"]  # two trials side by side (one thread each)
     assert cr_ablate([*base, "--max_epochs", "1"]) == 0
     table = (abl / "ablation.md").read_text()
     assert "| full |" in table and "| no_sar_gating |" in table and "epochs=1" in table
