@@ -274,3 +274,40 @@ def test_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted(
     # the training rows of the epochs run after the kill (the killed epoch's own training row is
     # logged by Lightning after its checkpoint, so a kill in between loses it; see the README)
     assert _logged(rows_a, "train/loss", 1) == _logged(rows_b, "train/loss", 1)
+
+
+@pytest.mark.slow
+def test_stage3_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted(
+    fake_benv2, stage2_run, tmp_path
+):
+    """gac-stage3 killed by SIGKILL after its first checkpoint and resumed ends with the weights,
+    validation rows and summary of an uninterrupted run (same seed)."""
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+
+    def argv(out: Path) -> list[str]:
+        return ["--data-dir", str(fake_benv2), "--stage2-checkpoint", str(stage2_run / "best.pt"),
+                "--output-dir", str(out), "--epochs", "3", "--threads", "1", *TINY3]  # fmt: skip
+
+    code = f"import sys; from gac_pipeline.cli import gac_stage3; sys.exit(gac_stage3({argv(killed)!r}))"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 600
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, stderr[-2000:]
+    assert read_summary(killed)["status"] == "running"
+    assert gac_stage3([*argv(killed), "--resume"]) == 0
+    assert gac_stage3(argv(reference)) == 0
+    a, b = read_summary(killed), read_summary(reference)
+    assert a["status"] == "finished" and a["epochs_run"] == b["epochs_run"] == 3
+    assert a["metrics"] == b["metrics"] and a["best_epoch"] == b["best_epoch"]
+    wa = _weights(killed / "checkpoints" / "last.ckpt")
+    wb = _weights(reference / "checkpoints" / "last.ckpt")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    rows_a, rows_b = _csv_rows(killed / "metrics.csv"), _csv_rows(reference / "metrics.csv")
+    assert _logged(rows_a, "val/loss", 0) == _logged(rows_b, "val/loss", 0)
