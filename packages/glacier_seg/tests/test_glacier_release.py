@@ -63,7 +63,9 @@ def _loadable(path: Path) -> bool:
 def test_sigkill_after_the_first_checkpoint_then_resume_equals_an_uninterrupted_run(
     glacier_root, glcm_cache, tmp_path
 ):
-    args = ["--epochs", "4", "--no_export_smp", "--num_workers", "2"]
+    # 10 short epochs (a fraction of a second each): the kill lands well before the end even when
+    # the first checkpoint is seen late on a loaded machine
+    args = ["--epochs", "10", "--no_export_smp", "--num_workers", "2"]
     straight = tmp_path / "straight"
     assert glacier_train(tiny_train_args(glacier_root, straight, glcm_cache, *args)) == 0
 
@@ -83,7 +85,7 @@ def test_sigkill_after_the_first_checkpoint_then_resume_equals_an_uninterrupted_
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["status"] == "running"  # killed: never finished
     done = {int(float(r["epoch"])) for r in _val_rows(killed)}
-    assert done and max(done) < 3, done
+    assert done and max(done) < 9, done
 
     assert glacier_train([*argv, "--resume"]) == 0
     a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)
