@@ -188,3 +188,13 @@ def test_read_only_output_folder_is_one_line_and_exit_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not writable" in err[0] and str(unwritable_dir) in err[0], err
     assert not target.exists()
+
+
+def test_ablate_epilog_configs_example_parses():
+    """The `--configs` value shown in cr-ablate's examples is accepted as typed (a list, not a,b)."""
+    tokens = shlex.split(cr_ablate.epilog)
+    values = [tokens[i + 1] for i, t in enumerate(tokens) if t == "--configs"]
+    assert values
+    for value in values:
+        cfg = cr_ablate.parse(["--demo", "--configs", value])
+        assert list(cfg.ablate.configs) == ["full", "no_cross_attn"]

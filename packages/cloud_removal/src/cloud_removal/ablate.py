@@ -21,7 +21,7 @@ folder, a subprocess each, ``--sweep_workers`` side by side); the table is read 
 Example::
 
     cr-ablate --demo --max_epochs 2 --seeds 2 --ablation_dir runs/cr_ablation
-    cr-ablate --input_data_folder /data/SEN12MS-CR --configs full,no_cross_attn --time_budget_s 3600
+    cr-ablate --input_data_folder /data/SEN12MS-CR --configs '[full,no_cross_attn]' --time_budget_s 3600
 """
 
 from __future__ import annotations

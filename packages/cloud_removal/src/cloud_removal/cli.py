@@ -81,7 +81,7 @@ cr_ablate = Command(
     "'full' and the seed-noise verdict of each.",
     epilog="examples:\n"
     "  cr-ablate --demo --max_epochs 3 --seeds 2 --ablation_dir runs/cr_ablation\n"
-    "  cr-ablate --config base.yaml --configs full,no_cross_attn --time_budget_s 3600 --sweep_workers 2",
+    "  cr-ablate --config base.yaml --configs '[full,no_cross_attn]' --time_budget_s 3600 --sweep_workers 2",
     aliases={**TRAIN_ALIASES, "--ablation_dir": "run.output_dir"},
     defaults={
         **TRAIN_DEFAULTS,
