@@ -36,6 +36,30 @@ def _write(raw: dict, path: Path) -> Path:
 
 
 @pytest.mark.slow
+def test_relative_paths_from_the_working_folder(risk_stack, tmp_path, monkeypatch, helpers):
+    """A config built in code with inputs and output folder relative to the working folder (as
+    ``eolab demo`` builds it): the evaluate stage finds the labels. The prepare marker stored the
+    labels relative to the working folder and evaluate read them back relative to the run folder
+    (``run/data/labels.tif``: no such file)."""
+    import shutil
+
+    from risk_mapping.pipeline import run_pipeline
+
+    stack, labels = risk_stack
+    (tmp_path / "data").mkdir()
+    for p in (stack, labels):
+        shutil.copy(p, tmp_path / "data" / Path(p).name)
+    monkeypatch.chdir(tmp_path)
+    raw = helpers.make_raw_config(
+        Path("data") / Path(stack).name, Path("data") / Path(labels).name, Path("out/run"),
+        training={"epochs": 1, "limit_train_batches": 1}, inference={"crf": {"enabled": False}},
+    )  # fmt: skip
+    run_pipeline(helpers.build_config(raw))
+    summary = json.loads((tmp_path / "out/run/summary.json").read_text())
+    assert summary["status"] == "finished"
+    assert summary["extra"]["stages"]["evaluate"] == "ran"
+
+
 def test_pipeline_stages_rerun_rule_and_rebuilds(config_factory, tmp_path, capsys):
     raw = config_factory(
         training={"epochs": 1, "limit_train_batches": 2},

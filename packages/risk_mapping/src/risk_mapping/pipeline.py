@@ -189,9 +189,15 @@ def plan_run(cfg: RiskConfig) -> RunFolder:
 
 
 def _rel(path: str | os.PathLike, root: Path) -> str:
-    p = Path(path)
+    """``path`` as stored in a stage marker: relative to the run folder when inside it (the folder
+    can move), else absolute (a relative path would be read back against the run folder by
+    :func:`_abs`); GDAL virtual paths and URLs as given."""
+    text = os.fspath(path)
+    if text.startswith("/vsi") or "://" in text:
+        return text
+    p = Path(text).resolve()
     try:
-        return str(p.resolve().relative_to(root.resolve()))
+        return str(p.relative_to(root.resolve()))
     except ValueError:
         return str(p)
 
