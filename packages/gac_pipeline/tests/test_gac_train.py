@@ -237,16 +237,12 @@ def _logged(rows: list[dict[str, str]], key: str, from_epoch: int) -> list[dict[
     return [r for r in rows if r.get(key) and float(r["epoch"]) >= from_epoch]
 
 
-@pytest.mark.slow
-def test_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted(
-    fake_benv2, stage1_dir, tmp_path
-):
-    killed, reference = tmp_path / "killed", tmp_path / "reference"
-    argv = _stage2_argv(fake_benv2, stage1_dir, killed, "--epochs", "4", "--num_workers", "2")
-    code = f"import sys; from gac_pipeline.cli import gac_stage2; sys.exit(gac_stage2({argv!r}))"
+def _sigkill_after_first_checkpoint(code: str, out: Path) -> None:
+    """Run ``python -c code`` (a gac command writing into ``out``) and SIGKILL it as soon as its
+    first ``last.ckpt`` exists."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
-    last = killed / "checkpoints" / "last.ckpt"
+    last = out / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 600
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -255,6 +251,16 @@ def test_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted(
     stderr = proc.stderr.read().decode()
     proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL, stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted(
+    fake_benv2, stage1_dir, tmp_path
+):
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+    argv = _stage2_argv(fake_benv2, stage1_dir, killed, "--epochs", "4", "--num_workers", "2")
+    code = f"import sys; from gac_pipeline.cli import gac_stage2; sys.exit(gac_stage2({argv!r}))"
+    _sigkill_after_first_checkpoint(code, killed)
     assert read_summary(killed)["status"] == "running"  # killed: never finished
     assert gac_stage2([*argv, "--resume"]) == 0
     assert (
@@ -289,17 +295,7 @@ def test_stage3_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted(
                 "--output-dir", str(out), "--epochs", "3", "--threads", "1", *TINY3]  # fmt: skip
 
     code = f"import sys; from gac_pipeline.cli import gac_stage3; sys.exit(gac_stage3({argv(killed)!r}))"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
-    last = killed / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 600
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    stderr = proc.stderr.read().decode()
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL, stderr[-2000:]
+    _sigkill_after_first_checkpoint(code, killed)
     assert read_summary(killed)["status"] == "running"
     assert gac_stage3([*argv(killed), "--resume"]) == 0
     assert gac_stage3(argv(reference)) == 0

@@ -148,6 +148,25 @@ def _source(checkpoint: Path | None, random_init: bool) -> str:
     return "file" if checkpoint is not None else ("random" if random_init else "hub")
 
 
+class _BackboneWeights:
+    """``weight_source`` and the one-source check of a model group with ``backbone_checkpoint``,
+    ``pretrained`` and ``random_init`` fields (stages 2 and 3)."""
+
+    backbone_checkpoint: Path | None
+    pretrained: bool
+    random_init: bool
+
+    @property
+    def weight_source(self) -> str:
+        """``"file"``, ``"hub"`` or ``"random"``."""
+        return _source(self.backbone_checkpoint, self.random_init)
+
+    def check(self) -> list[str]:
+        return _weight_problems(
+            self.backbone_checkpoint, self.pretrained, self.random_init, "backbone_checkpoint"
+        )
+
+
 # ------------------------------------------------------------------------------------- data
 @dataclass
 class TileData(DataConfig):
@@ -303,7 +322,7 @@ class GACOptim(OptimConfig):
 
 
 @dataclass
-class Stage2Model:
+class Stage2Model(_BackboneWeights):
     """model: Prithvi-EO backbone (frozen, LoRA, optional int8) and the residual head."""
 
     backbone: Literal[PRITHVI_BACKBONES] = opt(  # type: ignore[valid-type]
@@ -322,15 +341,6 @@ class Stage2Model:
     lora_dropout: float = opt(0.0, help="dropout on the LoRA path", min=0, max=1)
     load_in_8bit: bool = opt(False, help="frozen linear layers in int8 (bitsandbytes LLM.int8)")
     img_size: int = opt(128, help="backbone position grid (px; tiles are padded to x16)", min=16)
-
-    @property
-    def weight_source(self) -> str:
-        return _source(self.backbone_checkpoint, self.random_init)
-
-    def check(self) -> list[str]:
-        return _weight_problems(
-            self.backbone_checkpoint, self.pretrained, self.random_init, "backbone_checkpoint"
-        )
 
 
 @dataclass
@@ -365,7 +375,7 @@ class Stage2Config:
 
 
 @dataclass
-class Stage3Model:
+class Stage3Model(_BackboneWeights):
     """model: TerraMind encoder on S1 + opt_v2 (frozen, LoRA) and the correction head."""
 
     stage2_checkpoint: Path | None = opt(
@@ -388,15 +398,6 @@ class Stage3Model:
         False, help="LoRA only on the attention projections, where S1 and S2 tokens meet"
     )
     lora_dropout: float = opt(0.0, help="dropout on the LoRA path", min=0, max=1)
-
-    @property
-    def weight_source(self) -> str:
-        return _source(self.backbone_checkpoint, self.random_init)
-
-    def check(self) -> list[str]:
-        return _weight_problems(
-            self.backbone_checkpoint, self.pretrained, self.random_init, "backbone_checkpoint"
-        )
 
 
 @dataclass
