@@ -5,7 +5,8 @@ CPU seconds, ``time.process_time``: numpy and scikit-image run on one thread her
 machine the CPU time is the stable figure):
 
 * time of every property alone (4 angles, distance 1, 7 x 7 window, 32 grey levels, symmetric), best
-  of ``--repeats``, and the ratio of the slowest property (ASM/energy) to the cheapest one;
+  of ``--repeats`` rounds over all six (so a slow spell of a shared machine hits every property
+  alike), and the ratio of the slowest property to the cheapest one;
 * time of all six properties together, and scikit-image's ``graycomatrix``/``graycoprops`` loop timed
   on ``--sample`` random windows and **scaled** to every pixel (a full loop is ~1 ms per window, i.e.
   over an hour at 2048^2; ``--full_max`` runs the whole loop up to that side instead);
@@ -98,10 +99,11 @@ def main() -> None:
     for size in args.sizes:
         band, source = load_band(size)
         q = quantize(band, args.levels)
-        per_prop = {
-            p: best_time(lambda p=p, q=q: glcm_features(q, properties=(p,), **kw), args.repeats)
-            for p in GLCM_PROPERTIES
-        }
+        per_prop = dict.fromkeys(GLCM_PROPERTIES, float("inf"))
+        for _ in range(args.repeats):  # rounds over all properties: a slow spell hits them alike
+            for p in GLCM_PROPERTIES:
+                t = best_time(lambda p=p, q=q: glcm_features(q, properties=(p,), **kw), 1)
+                per_prop[p] = min(per_prop[p], t)
         fast = None
 
         def run_all(q: np.ndarray = q) -> None:

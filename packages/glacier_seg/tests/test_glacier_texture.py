@@ -176,3 +176,23 @@ def test_256_levels_on_a_large_block_stay_exact():
         )  # fmt: skip
         for p, prop in enumerate(props):
             np.testing.assert_allclose(feats[p, 0, :, r, c], graycoprops(glcm, prop)[0], atol=1e-10)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_wide_window_asm_equals_skimage(symmetric):
+    """A 35 px window: one row of displacements sums past 127 (int16 row buffer), still exact."""
+    rng = np.random.default_rng(35)
+    q = rng.integers(0, 3, size=(50, 60)).astype(np.uint8)  # 3 levels: many equal codes
+    q[10:40, 10:40] = 1  # large uniform area: row sums near their bound
+    window = 35
+    feats = glcm_features(
+        q, window=window, levels=3, angles=np.deg2rad([0, 90]), properties=("ASM",),
+        symmetric=symmetric,
+    )  # fmt: skip
+    padded = np.pad(q, window // 2, mode="reflect")
+    for r, c in [(0, 0), (25, 25), (17, 42), (49, 59)]:
+        glcm = graycomatrix(
+            padded[r : r + window, c : c + window], [1], np.deg2rad([0, 90]), levels=3,
+            symmetric=symmetric, normed=True,
+        )  # fmt: skip
+        np.testing.assert_allclose(feats[0, 0, :, r, c], graycoprops(glcm, "ASM")[0], atol=1e-12)

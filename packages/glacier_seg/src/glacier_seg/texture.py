@@ -211,11 +211,14 @@ def _shift_add(dst: np.ndarray, src: np.ndarray, offset: int, sign: int) -> None
 
 
 def _sum_squared_counts(
-    codes: np.ndarray, weight: np.ndarray | None, box_h: int, box_w: int
+    x: np.ndarray, y: np.ndarray, levels: int, symmetric: bool, box_h: int, box_w: int
 ) -> np.ndarray:
     """For every ``box_h x box_w`` box: ``sum_{p, q in box} [codes_p == codes_q] * weight_p``.
 
-    Equals ``sum_k count_k**2`` (weighted) of the codes inside each box. It is a sum over
+    The pair at ``p`` has grey levels ``(x_p, y_p)``; its code is ``x_p * levels + y_p`` with weight 1,
+    or with ``symmetric`` ``min * levels + max`` with weight 2 on the diagonal (``x_p == y_p``) and 1
+    elsewhere. The sum equals ``sum_k count_k**2`` (weighted) of the codes inside each box: the sum
+    of squared GLCM counts, symmetric ones halved. It is a sum over
     displacements ``delta = q - p`` of box sums of the equality map ``E_delta(p) = [codes_p ==
     codes_{p + delta}] * weight_p`` (``delta`` and ``-delta`` give the same total, so half of them
     are summed twice). Each box sum is the four-corner difference of a 2-D prefix sum; prefix sums
@@ -232,30 +235,53 @@ def _sum_squared_counts(
     move into the spare columns stays right of the output columns, where the final row prefix sums
     never look. Cost: about ``window**2`` passes over the block, independent of the number of levels.
 
-    Arithmetic is unsigned (``uint16`` unless a box sum could exceed it) and wraps modulo ``2**16``:
-    intermediate values may wrap, the final sums fit, so they are exact.
+    Arithmetic is modular: the canvas is ``uint16`` (unless a box sum could exceed it) and wraps
+    modulo ``2**16``; intermediate values may wrap, the final sums fit, so they are exact. The
+    per-displacement passes run on bytes: an equality map is written as ``bool`` and weighted in
+    ``int8`` (a displacement and its mirror weigh at most 4 together), and the row buffer of one row
+    of displacements is ``int8`` while its true value at any pixel lies within ``+-2 * box_w *
+    max_weight`` (28 for a 7 x 7 symmetric window; ``int16`` above 127), so the wrapped byte is that
+    value exactly; it is added,
+    sign-extended, to the canvas once per row of displacements. Byte passes move half the memory of
+    ``uint16`` ones and the ``bool`` comparison needs no cast (1.5x faster than ``uint16`` throughout).
 
     Args:
-        codes: (H + box_h - 1, W + box_w - 1) non-negative integer pair codes.
-        weight: same shape, small non-negative integers, or None for all ones.
+        x, y: (H + box_h - 1, W + box_w - 1) grey levels of the first and second pixel of each pair.
+        levels: number of grey levels (codes below ``levels**2``).
+        symmetric: unordered pairs (scikit-image ``symmetric=True``).
+        box_h, box_w: box size (the window less the offset).
 
     Returns:
         (H, W) unsigned integers.
     """
-    hc, wc = codes.shape
+    hc, wc = x.shape
     width = wc - box_w + 1
-    max_weight = 1 if weight is None else int(weight.max(initial=1))
+    max_weight = 2 if symmetric else 1
     bound = (max_weight * box_h * box_w) ** 2
     acc = np.uint16 if bound < 2**16 else np.uint32 if bound < 2**32 else np.uint64
+    row_bound = 2 * max_weight * box_w  # |value| of the row buffer of one row of displacements
+    row_t = np.int8 if row_bound < 2**7 else np.int16 if row_bound < 2**15 else np.int32
     pitch = wc + box_w
     size = hc * pitch
-    code_t = np.uint16 if int(codes.max(initial=0)) < 2**16 - 1 else np.uint64
+    code_t = np.uint16 if levels * levels < 2**16 else np.uint32
     c = np.full(size + pitch, np.iinfo(code_t).max, dtype=code_t)  # + a spare row at the end
-    c[:size].reshape(hc, pitch)[:, :wc] = codes
-    w = np.zeros(size + pitch, dtype=acc)
-    w[:size].reshape(hc, pitch)[:, :wc] = 1 if weight is None else weight
+    w = np.zeros(size + pitch, dtype=np.int8)
+    codes, weights = c[:size].reshape(hc, pitch)[:, :wc], w[:size].reshape(hc, pitch)[:, :wc]
+    if symmetric:
+        np.minimum(x, y, out=codes)
+        codes *= code_t(levels)
+        codes += np.maximum(x, y)
+        np.equal(x, y, out=weights, casting="unsafe")  # 1 on the diagonal
+        weights += 1
+    else:
+        np.multiply(x, code_t(levels), out=codes, dtype=code_t)
+        codes += y
+        weights.fill(1)
     canvas = np.zeros(size, dtype=acc)
-    rows, e, m = (np.empty(size, dtype=acc) for _ in range(3))
+    signed_canvas = canvas.view(np.dtype(acc).str.replace("u", "i"))  # same bits, wraps alike
+    rows = np.empty(size, dtype=row_t)
+    e_bool, m_bool = np.empty(size, dtype=bool), np.empty(size, dtype=bool)
+    e, m = e_bool.view(np.int8), m_bool.view(np.int8)  # 0/1 bytes, weighted in place
     for dy in range(box_h):
         n = size - dy * pitch  # the pairs whose first pixel has a partner dy rows below
         r = rows[:n]
@@ -263,26 +289,26 @@ def _sum_squared_counts(
         for adx in range(box_w):
             if dy == 0 and adx == 0:  # delta = 0 is added after the doubling below
                 continue
-            ev = e[:n]
             g = dy * pitch + adx
-            np.equal(c[:n], c[g : g + n], out=ev)
+            np.equal(c[:n], c[g : g + n], out=e_bool[:n])
+            ev = e[:n]
             np.multiply(ev, w[:n], out=ev)
             if dy > 0 and adx > 0:  # the mirror (dy, -adx): pixel p + (0, adx) with p + (dy, 0)
+                np.equal(c[adx : adx + n], c[dy * pitch : dy * pitch + n], out=m_bool[:n])
                 mv = m[:n]
-                np.equal(c[adx : adx + n], c[dy * pitch : dy * pitch + n], out=mv)
                 np.multiply(mv, w[adx : adx + n], out=mv)
                 np.add(ev, mv, out=ev)
             # column corners of the box of width box_w - adx: + at column adx, - at box_w
             _shift_add(r, ev, adx, +1)
             _shift_add(r, ev, box_w, -1)
         # row corners of the box of height box_h - dy: + at row dy, - at row box_h
-        _shift_add(canvas, r, dy * pitch, +1)
-        _shift_add(canvas, r, box_h * pitch, -1)
+        _shift_add(signed_canvas, r, dy * pitch, +1)
+        _shift_add(signed_canvas, r, box_h * pitch, -1)
     np.add(canvas, canvas, out=canvas)  # each delta != 0 above stands for delta and -delta
-    r = rows  # delta = 0: the sum of the weights over the box
-    r.fill(0)
-    _shift_add(r, w[:size], 0, +1)
-    _shift_add(r, w[:size], box_w, -1)
+    r = np.zeros(size, dtype=acc)  # delta = 0: the sum of the weights over the box
+    weights = w[:size].astype(acc)
+    _shift_add(r, weights, 0, +1)
+    _shift_add(r, weights, box_w, -1)
     _shift_add(canvas, r, 0, +1)
     _shift_add(canvas, r, box_h * pitch, -1)
     grid = canvas.reshape(hc, pitch)
@@ -353,31 +379,28 @@ def _block_properties(
         sxy = box(xi * yi)
         if symmetric:  # only the sums over both members of each pair are needed
             n2, s, ss = 2 * n_pairs, box(xi + yi), box(xi * xi + yi * yi)
-            var_num = n2 * ss - s * s  # exact integers: (2N)^2 * variance
-            cov_num = n2 * (2 * sxy) - s * s
-            var_i = var_j = var_num
+            s *= s
+            var_num = n2 * ss - s  # exact integers: (2N)^2 * variance, the same for i and j
+            cov_num = (2 * n2) * sxy - s
+            results["correlation"] = np.divide(
+                cov_num, var_num, out=np.ones(var_num.shape), where=var_num != 0
+            )
         else:
             sx, sy = box(xi), box(yi)
             var_i = n_pairs * box(xi * xi) - sx * sx
             var_j = n_pairs * box(yi * yi) - sy * sy
             cov_num = n_pairs * sxy - sx * sy
-        degenerate = (var_i == 0) | (var_j == 0)
-        denom = np.sqrt(np.where(degenerate, 1, var_i).astype(np.float64)) * np.sqrt(
-            np.where(degenerate, 1, var_j).astype(np.float64)
-        )
-        results["correlation"] = np.where(degenerate, 1.0, cov_num / denom)
+            degenerate = (var_i == 0) | (var_j == 0)
+            denom = np.sqrt(np.where(degenerate, 1, var_i).astype(np.float64)) * np.sqrt(
+                np.where(degenerate, 1, var_j).astype(np.float64)
+            )
+            results["correlation"] = np.where(degenerate, 1.0, cov_num / denom)
     if "ASM" in properties or "energy" in properties:
-        code_t = np.uint16 if levels <= 256 else np.uint32
-        if symmetric:
-            lo, hi = np.minimum(x, y).astype(code_t), np.maximum(x, y).astype(code_t)
-            codes = lo * code_t(levels) + hi
-            weight = (lo == hi).astype(np.uint8) + np.uint8(1)
-            asm = _sum_squared_counts(codes, weight, box_h, box_w) / (2.0 * n_pairs**2)
-        else:
-            codes = x.astype(code_t) * code_t(levels) + y
-            asm = _sum_squared_counts(codes, None, box_h, box_w) / float(n_pairs**2)
+        total = 2.0 * n_pairs**2 if symmetric else float(n_pairs**2)
+        asm = _sum_squared_counts(x, y, levels, symmetric, box_h, box_w) / total
         results["ASM"] = asm
-        results["energy"] = np.sqrt(asm)
+        if "energy" in properties:
+            results["energy"] = np.sqrt(asm)
     return results
 
 
