@@ -318,3 +318,13 @@ def test_run_only_some_variants_with_other_seeds(tmp_path, capsys):
     grid = {**{k: v for k, v in data.items() if k != "variants"}, "grid": {"model.y": [1, 2]}}
     assert sweep_run([str(write(tmp_path, grid)), "--out", str(out), "--variants", "[a]"]) == 2
     assert "--variants: a grid sweep has no named variants" in capsys.readouterr().err
+
+
+def test_repeated_list_flags_add_up():
+    """``--seeds 0 --seeds 1`` is [0, 1] (jsonargparse alone keeps the last); ``--set`` likewise."""
+    from eo_common.sweep.cli import sweep_run
+
+    cfg = sweep_run.parse(["s.yaml", "--seeds", "0", "--seeds", "1", "2", "--seeds", "[3]"])
+    assert cfg.seeds == [0, 1, 2, 3]
+    cfg = sweep_run.parse(["s.yaml", "--set", "a=1", "--set=b.c=[1, 2]", "--variants", "v"])
+    assert cfg.set == ["a=1", "b.c=[1, 2]"] and cfg.variants == ["v"] and cfg.seeds == []

@@ -52,15 +52,21 @@ def join_list_values(argv: Sequence[str], list_options: set[str]) -> list[str]:
     ``--checkpoints [a.ckpt,b.ckpt]`` and ``--checkpoints a.ckpt`` all mean a list.
 
     The values after a list option, up to the next ``--option``, become one YAML list; a value
-    written as a list already (``--only [a,b]``) is left as it is.
+    written as a list already (``--only [a,b]``) is left as it is. A list option given again adds
+    to the list (jsonargparse's ``--option+``): ``--seeds 0 --seeds 1`` is ``[0, 1]``, where
+    jsonargparse alone would keep only the last; the first occurrence replaces the value of a
+    config file, as every flag does.
 
     Example:
         >>> join_list_values(["--only", "a", "b", "--seed", "1"], {"--only"})
         ['--only=["a", "b"]', '--seed', '1']
         >>> join_list_values(["--only=a"], {"--only"})
         ['--only=["a"]']
+        >>> join_list_values(["--seeds", "0", "--seeds", "[1,2]"], {"--seeds"})
+        ['--seeds=["0"]', '--seeds+=[1,2]']
     """
     out: list[str] = []
+    seen: set[str] = set()
     tokens = list(argv)
     i = 0
     while i < len(tokens):
@@ -78,10 +84,12 @@ def join_list_values(argv: Sequence[str], list_options: set[str]) -> list[str]:
             while i < len(tokens) and not tokens[i].startswith("--"):
                 values.append(tokens[i])
                 i += 1
+        flag = f"{key}+" if key in seen else key
+        seen.add(key)
         if len(values) == 1 and values[0].lstrip().startswith("["):
-            out.append(f"{key}={values[0]}")
+            out.append(f"{flag}={values[0]}")
         else:
-            out.append(f"{key}={json.dumps(values)}")
+            out.append(f"{flag}={json.dumps(values)}")
     return out
 
 

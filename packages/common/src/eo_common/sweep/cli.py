@@ -14,11 +14,8 @@ Examples::
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..command import Command, CommandGroup
 from ..config import opt
@@ -108,20 +105,7 @@ class RunsCompareConfig:
     all_fields: bool = opt(False, help="show every config field, not only those that differ")
 
 
-class _RepeatableSet(Command):
-    """``--set A=1 --set B=2`` (each ``--set`` adds one value; jsonargparse spells it ``--set+``)."""
-
-    def parse(self, argv: Sequence[str] | None = None) -> Any:
-        argv = list(sys.argv[1:] if argv is None else argv)
-        out = []
-        for token in argv:
-            if token == "--set" or token.startswith("--set="):
-                token = "--set+" + token[len("--set") :]
-            out.append(token)
-        return super().parse(out)
-
-
-sweep_run = _RepeatableSet(
+sweep_run = Command(
     "eolab sweep run",
     SweepRunConfig,
     "eo_common.sweep.launcher:run_sweep",

@@ -3,7 +3,7 @@
 ``<sweep>/report/`` gets
 
 * ``REPORT.md``: the sweep, its trials by state, the best trials (objective mean ± sample sd over
-  seeds, the fields that differ, epochs, seconds), the ablation table for a ``variants`` sweep (paired
+  seeds, the fields that differ, epochs, wall seconds summed over seeds), the ablation table for a ``variants`` sweep (paired
   deltas and the seed-noise verdict of :mod:`eo_common.sweep.ablation`), parameter importances, and
   the failed trials with their errors;
 * ``trials.csv``: one row per trial (state, value, sd, seed values, fields, folders, error);
@@ -246,7 +246,7 @@ def write_report(cfg: Any) -> dict[str, Any]:
         lines += [
             f"## Best trials (top {min(cfg.top, len(done))})",
             "",
-            f"| trial | {spec.metric} mean | sd over seeds | seeds | configuration | seconds | folders |",
+            f"| trial | {spec.metric} mean | sd over seeds | seeds | configuration | wall s (all seeds) | folders |",
             "|---:|---:|---:|---:|---|---:|---|",
         ]
         for r in done[: cfg.top]:
