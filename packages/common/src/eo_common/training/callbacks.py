@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim import Optimizer
+from torch.utils.data import DataLoader
 
 from ..errors import NonFiniteRunError
 from .seeding import _reseed_all, derive_seed
@@ -245,6 +246,17 @@ class NaNGuard(L.Callback):
         )
 
 
+def _dataloaders(obj: Any) -> list[DataLoader]:
+    """The DataLoaders in ``obj``: one, or a (nested) list, tuple or dict of them."""
+    if isinstance(obj, DataLoader):
+        return [obj]
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, list | tuple):
+        return [loader for item in obj for loader in _dataloaders(item)]
+    return []
+
+
 class EpochSeed(L.Callback):
     """Reseed Python, NumPy and torch at the start of every training epoch from ``(seed, epoch)``.
 
@@ -255,9 +267,16 @@ class EpochSeed(L.Callback):
     deterministic kernels, ``num_workers=0`` or non-persistent workers).
 
     Lightning creates the training dataloader iterator *before* ``on_train_epoch_start`` on the first
-    epoch of a fit call and after it on later epochs; creating an iterator draws the worker base seed
-    from the global generator. So that every epoch sees the same draws after the reseed, the callback
-    re-creates the iterator on the first epoch of a fit call.
+    epoch of a fit call and *after* it on later epochs. Creating a single-process iterator draws its
+    base seed from the global generator (the sampler itself is read lazily, at the first batch), so a
+    later epoch's draws after the reseed are shifted by one; and a persistent multi-process iterator
+    asks its sampler for the first indices when it is made, before the reseed and before Lightning's
+    ``set_epoch``. So on the first epoch of every fit call (``on_train_start`` marks it) the callback
+    calls :func:`iter` on each training :class:`~torch.utils.data.DataLoader` after the reseed, as
+    Lightning does on later epochs: a throwaway single-process iterator (the same one draw), or the
+    reset of the persistent workers' iterator (the indices again, from the reseeded state). Exact
+    resume therefore needs ``num_workers=0`` or persistent workers (what
+    :func:`eo_common.loading.loader_kwargs` sets); non-persistent workers are left alone.
 
     Example:
         >>> trainer = L.Trainer(callbacks=[EpochSeed(seed=0)])  # doctest: +SKIP
@@ -265,18 +284,19 @@ class EpochSeed(L.Callback):
 
     def __init__(self, seed: int):
         self.seed = int(seed)
+        self._first_epoch_of_fit = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._first_epoch_of_fit = True
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _reseed_all(derive_seed(self.seed, trainer.current_epoch))
-        fit_loop = trainer.fit_loop
-        iterator_recreated_by_lightning = (
-            trainer.current_epoch > 0
-            and not fit_loop.is_resuming
-            and not fit_loop.epoch_loop.restarting
-        )
-        data_fetcher = getattr(fit_loop, "_data_fetcher", None)
-        if not iterator_recreated_by_lightning and data_fetcher is not None:
-            iter(data_fetcher)
+        if not self._first_epoch_of_fit:
+            return  # Lightning makes (or resets) the iterator after this hook
+        self._first_epoch_of_fit = False
+        for loader in _dataloaders(trainer.train_dataloader):
+            if loader.num_workers == 0 or loader.persistent_workers:
+                iter(loader)
 
 
 class PlateauResume(L.Callback):
