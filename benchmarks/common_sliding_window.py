@@ -6,13 +6,21 @@ wall time and the process's CPU time are reported (on a shared machine the CPU t
 figure: with 1 thread it is the work done, whatever the other jobs take):
 
 * **naive**: read the whole 4-band raster, one forward of the whole image, write the output;
-* **one-tile**: :func:`eo_common.raster.sliding_window_predict` with a per-tile ``predict_fn`` (the
-  path every package used before batching);
-* **batched**: the same call with :func:`eo_common.raster.torch_batch_predictor` and
-  ``batch_size`` (``--batch``, default ``auto``: 2 tiles on the CPU, from free memory on a GPU).
+* **naive-cl**: the same with the network and the image in channels-last memory format (the
+  like-for-like reference for the batched path, which converts both);
+* **one-tile**: :func:`eo_common.raster.sliding_window_predict` with a per-tile ``predict_fn`` in
+  the default memory format (the path every package used before batching);
+* **batched-square**: the same call with :func:`eo_common.raster.torch_batch_predictor`
+  (channels-last, its default) and ``batch_size`` (``--batch``, default ``auto``: 2 tiles on the
+  CPU, from free memory on a GPU), square tiles (``stretch=0``, ``--last_tile shift``);
+* **batched**: the same with the last tile of each row and column stretched to the border
+  (``stretch=32``): what cr-predict, glacier-predict and risk-pipeline run by default.
 
 Model: ``smp.Unet("resnet18", encoder_weights=None, in_channels=4, classes=2)`` (random weights;
-speed does not depend on them), 256 px tiles, 32 px overlap, cosine blending. A second table sweeps
+speed does not depend on them), ``--tile`` px tiles (256), ``--overlap`` px overlap (32), cosine
+blending. The tiled paths compute every overlap twice: at 1024^2, 256 px square tiles with 32 px
+overlap need 5 x 5 tiles, 1.56x the raster's pixels; stretched, 4 x 4 tiles, 1.20x (the table's "px
+computed" column: the pixels the network sees over the raster's). A second table sweeps
 the batched path from 1024^2 to ``--sweep`` (default 8192^2) to show that its memory stays flat
 (the naive path would need the whole image's activations: it is run only up to ``--naive_max``).
 
@@ -38,7 +46,7 @@ from _memory import proc_status_mib
 from affine import Affine
 from rasterio.windows import Window
 
-BANDS, OUT, TILE, OVERLAP = 4, 2, 256, 32
+BANDS, OUT = 4, 2
 
 
 def make_source(path: Path, size: int, seed: int = 0) -> Path:
@@ -61,7 +69,7 @@ def make_source(path: Path, size: int, seed: int = 0) -> Path:
     return path
 
 
-def child(mode: str, src: str, out: str, batch: str, device: str) -> None:
+def child(mode: str, src: str, out: str, batch: str, device: str, tile: str, overlap: str) -> None:
     import segmentation_models_pytorch as smp
     import torch
     from eo_common.raster import (
@@ -71,25 +79,30 @@ def child(mode: str, src: str, out: str, batch: str, device: str) -> None:
         write_raster,
     )
 
+    tile, overlap = int(tile), int(overlap)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     net = smp.Unet("resnet18", encoder_weights=None, in_channels=BANDS, classes=OUT)
     net = net.eval().to(device)
+    fmt = torch.contiguous_format if mode in ("naive", "one-tile") else torch.channels_last
+    net = net.to(memory_format=fmt)
     scale = 1.0 / 4000.0
     with torch.inference_mode():  # warm-up outside the measured part
-        net(torch.zeros(1, BANDS, TILE, TILE, device=device))
+        net(torch.zeros(1, BANDS, tile, tile, device=device).contiguous(memory_format=fmt))
     base = proc_status_mib("VmRSS")
-    n_tiles = None
+    n_tiles = px_computed = None
+    stretch = 32 if mode == "batched" else 0
     cpu0 = time.process_time()
     start = time.perf_counter()
-    if mode == "naive":
+    if mode.startswith("naive"):
         r = read_raster(src)
         x = torch.from_numpy(r.array.astype(np.float32) * scale)[None].to(device)
+        x = x.contiguous(memory_format=fmt)
         with torch.inference_mode():
             y = net(x)[0].float().cpu().numpy()
         write_raster(out, y, crs=r.crs, transform=r.transform, dtype="float32")
     else:
-        batched = torch_batch_predictor(net, device)
+        batched = torch_batch_predictor(net, device, channels_last=mode != "one-tile")
         if mode == "one-tile":
 
             def fn(tile: np.ndarray) -> np.ndarray:
@@ -104,14 +117,18 @@ def child(mode: str, src: str, out: str, batch: str, device: str) -> None:
             fn.batched = True
             kw = {"batch_size": "auto" if batch == "auto" else int(batch), "device": device}
         sliding_window_predict(
-            src, out, fn, out_bands=OUT, tile_size=TILE, overlap=OVERLAP, progress=False, **kw
-        )
-        from eo_common.raster import tile_offsets
+            src, out, fn, out_bands=OUT, tile_size=tile, overlap=overlap, progress=False,
+            stretch=stretch, **kw,
+        )  # fmt: skip
+        from eo_common.raster import padded_tile_size, tile_windows
 
         with rasterio.open(src) as ds:
-            n_tiles = len(tile_offsets(ds.height, TILE, OVERLAP)) * len(
-                tile_offsets(ds.width, TILE, OVERLAP)
-            )
+            windows = tile_windows(ds.height, ds.width, tile, overlap, stretch)
+            n_tiles = len(windows)
+            px_computed = sum(
+                padded_tile_size(w.height, tile, stretch) * padded_tile_size(w.width, tile, stretch)
+                for w in windows
+            ) / (ds.height * ds.width)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -122,15 +139,17 @@ def child(mode: str, src: str, out: str, batch: str, device: str) -> None:
                 "cpu_seconds": time.process_time() - cpu0,
                 "peak_mb": proc_status_mib("VmHWM") - base,
                 "tiles": n_tiles,
+                "px_computed": px_computed,
             }
         )
     )
 
 
-def run(mode: str, src: Path, out: Path, batch: str, device: str) -> dict:
+def run(mode: str, src: Path, out: Path, args: argparse.Namespace) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    child_args = [mode, str(src), str(out), args.batch, args.device, args.tile, args.overlap]
     res = subprocess.run(
-        [sys.executable, __file__, "--child", mode, str(src), str(out), batch, device],
+        [sys.executable, __file__, "--child", *map(str, child_args)],
         capture_output=True,
         text=True,
         env=env,
@@ -155,7 +174,9 @@ def main() -> None:
     parser.add_argument("--batch", default="auto", help="tiles per call: an integer or auto")
     parser.add_argument("--repeats", type=int, default=1, help="runs per case (best time kept)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--tile", type=int, default=256, help="tile side, px")
+    parser.add_argument("--overlap", type=int, default=32, help="overlap of neighbouring tiles, px")
+    parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -168,11 +189,12 @@ def main() -> None:
             src = make_source(tmp / f"src_{size}.tif", size)
             modes = ["batched"]
             if size in args.sizes:
-                modes = (["naive"] if size <= args.naive_max else []) + ["one-tile", "batched"]
+                naive = ["naive", "naive-cl"] if size <= args.naive_max else []
+                modes = [*naive, "one-tile", "batched-square", "batched"]
             for mode in modes:
                 best = None
                 for _ in range(args.repeats):
-                    rec = run(mode, src, tmp / "out.tif", args.batch, args.device)
+                    rec = run(mode, src, tmp / "out.tif", args)
                     if best is None or rec.get("cpu_seconds", 1e9) < best.get("cpu_seconds", 1e9):
                         best = rec
                 best.update(size=size, mode=mode)
@@ -180,25 +202,30 @@ def main() -> None:
                 print(json.dumps(best), f"load {loadavg()}", flush=True)
             src.unlink()
     print(f"\nload average at end {loadavg()}")
-    print(f"\nU-Net resnet18, {BANDS} bands in, {OUT} out, tile {TILE}, overlap {OVERLAP}, "
+    print(f"\nU-Net resnet18, {BANDS} bands in, {OUT} out, tile {args.tile}, overlap {args.overlap}, "
           f"batch {args.batch}, 1 torch thread, {args.device}\n")  # fmt: skip
-    print("| raster | path | wall s | CPU s | CPU Mpx/s | tiles/s (CPU) | wall / naive | CPU / naive"
-          " | peak MiB above model |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| raster | path | px computed | wall s | CPU s | CPU Mpx/s | tiles/s (CPU) | wall / naive"
+          " | CPU / naive | CPU / naive-cl | peak MiB above model |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def ref(size: int, mode: str) -> dict | None:
+        return next(
+            (q for q in rows if q["size"] == size and q["mode"] == mode and "seconds" in q), None
+        )
+
     for r in rows:
         if "error" in r:
-            print(f"| {r['size']}^2 | {r['mode']} | failed: {r['error']} | | | | |")
+            print(f"| {r['size']}^2 | {r['mode']} | failed: {r['error']} | | | | | | | | |")
             continue
-        naive = next(
-            (q for q in rows if q["size"] == r["size"] and q["mode"] == "naive" and "seconds" in q),
-            None,
-        )
+        naive, naive_cl = ref(r["size"], "naive"), ref(r["size"], "naive-cl")
         wall = f"{r['seconds'] / naive['seconds']:.2f}x" if naive else "-"
         cpu = f"{r['cpu_seconds'] / naive['cpu_seconds']:.2f}x" if naive else "-"
+        cpu_cl = f"{r['cpu_seconds'] / naive_cl['cpu_seconds']:.2f}x" if naive_cl else "-"
         tps = f"{r['tiles'] / r['cpu_seconds']:.2f}" if r.get("tiles") else "-"
+        px = f"{r['px_computed']:.2f}x" if r.get("px_computed") else "1x"
         print(
-            f"| {r['size']}^2 | {r['mode']} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
-            f"{r['size'] ** 2 / 1e6 / r['cpu_seconds']:.3f} | {tps} | {wall} | {cpu} | "
+            f"| {r['size']}^2 | {r['mode']} | {px} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
+            f"{r['size'] ** 2 / 1e6 / r['cpu_seconds']:.3f} | {tps} | {wall} | {cpu} | {cpu_cl} | "
             f"{r['peak_mb']:.0f} |"
         )
 

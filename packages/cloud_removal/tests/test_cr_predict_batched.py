@@ -12,7 +12,7 @@ from cloud_removal.cli import cr_predict
 from cloud_removal.config import ModelConfig
 from cloud_removal.task import CloudRemovalTask
 from eo_common.config import config_to_dict
-from eo_common.raster import write_raster
+from eo_common.raster import padded_tile_size, tile_spans, write_raster
 from rio_cogeo.cogeo import cog_validate
 
 T = Affine(10.0, 0, 500000.0, 0, -10.0, 4400000.0)
@@ -46,33 +46,42 @@ def _run(ckpt, p2, p1, out, *extra) -> np.ndarray:
 
 
 def test_batched_forward_equals_one_tile_per_forward(random_checkpoint, tmp_path, monkeypatch):
-    """80 x 72 px in 32 px tiles = 3 x 3 tiles: --batch_size 1, 9 (the whole scene in one forward)
-    and auto (2 on the CPU) blend to the same scene. Tolerance: float32 convolutions of a batch
-    sum in another order than those of one tile; the DN are reflectance x 10000, so 1e-5 of that
-    full scale (0.1 DN, a tenth of the uint16 output's step) bounds float32 rounding through the
-    network (measured: 0.018 DN, 1.8e-7 on the confidence), while a tile predicted with another
-    tile's input or context is off by hundreds of DN. In the uint16 product a value whose float32
-    results differ by d DN lands on the other side of a rounding boundary with probability d, so
-    about 0.1 % of the values move by one DN."""
-    p2, p1 = _scene(tmp_path, 80, 72)
+    """104 x 104 px in 32 px tiles, 8 px overlap: the last tiles stretch to the border (56 px,
+    padded to the network stride), 3 x 3 tiles of four shapes. --batch_size 1, 9 (every tile of a
+    shape in one forward) and auto (2 on the CPU) blend to the same scene. Tolerance: float32
+    convolutions of a batch sum in another order than those of one tile; the DN are reflectance x
+    10000, so 1e-5 of that full scale (0.1 DN, a tenth of the uint16 output's step) bounds float32
+    rounding through the network (measured: 0.018 DN, 1.8e-7 on the confidence), while a tile
+    predicted with another tile's input or context is off by hundreds of DN. In the uint16 product a
+    value whose float32 results differ by d DN lands on the other side of a rounding boundary with
+    probability d, so about 0.1 % of the values move by one DN."""
+    p2, p1 = _scene(tmp_path, 104, 104)
+    stride = CloudRemovalTask.load_from_checkpoint(random_checkpoint).model_config.stride
+    spans = tile_spans(104, 32, 8, stretch=stride)
+    sides = [padded_tile_size(n, 32, stride) for _, n in spans]
+    assert len(spans) == 3 and sides[-1] > 32  # fixed tiles would need 4 x 4
+    shapes: list[tuple[int, int]] = []
     seen: list[int] = []
     forward = CloudRemovalTask.forward
 
     def counting(self, optical, sar):
         seen.append(optical.shape[0])
+        shapes.append(tuple(optical.shape[2:]))
         return forward(self, optical, sar)
 
     monkeypatch.setattr(CloudRemovalTask, "forward", counting)
-    extra = ("--out_dtype", "float32", "--with_confidence")
+    extra = ("--out_dtype", "float32", "--with_confidence", "--pad", "16")
     one = _run(random_checkpoint, p2, p1, tmp_path / "b1", "--batch_size", "1", *extra)
     assert seen == [1] * 9
+    per_shape = {s: shapes.count(s) for s in set(shapes)}  # tiles + 16 px of context each side
+    assert set(per_shape) == {(a + 32, b + 32) for a in set(sides) for b in set(sides)}
     seen.clear()
     nine = _run(random_checkpoint, p2, p1, tmp_path / "b9", "--batch_size", "9", *extra)
-    assert seen == [9]
+    assert sorted(seen) == sorted(per_shape.values())  # one forward per tile shape
     seen.clear()
     auto = _run(random_checkpoint, p2, p1, tmp_path / "auto", *extra)  # default: auto
     assert max(seen) == 2 and sum(seen) == 9
-    assert one.shape == (14, 80, 72) and np.isfinite(one).all()
+    assert one.shape == (14, 104, 104) and np.isfinite(one).all()
     assert np.abs(one[:13] - np.median(one[:13])).max() > 100  # the network changes the scene
     for batched in (nine, auto):
         np.testing.assert_allclose(batched[:13], one[:13], rtol=0, atol=1e-5 * 10000)

@@ -13,6 +13,7 @@ from eo_common.raster import (
     read_raster,
     resolve_batch_size,
     sliding_window_predict,
+    tile_spans,
     torch_batch_predictor,
     write_raster,
 )
@@ -52,21 +53,27 @@ def _per_tile(net: torch.nn.Module):
     ],
 )
 @pytest.mark.parametrize("batch_size", [2, 3, 8, 64, "auto"])
-def test_batched_equals_one_tile_path(height, width, tile, overlap, batch_size):
+@pytest.mark.parametrize("stretch", [0, 8])
+def test_batched_equals_one_tile_path(height, width, tile, overlap, batch_size, stretch):
     rng = np.random.default_rng(height + width)
     array = rng.normal(size=(3, height, width)).astype(np.float32)
     net = _net(3, 2)
-    kw = dict(out_bands=2, tile_size=tile, overlap=overlap, blend="cosine")
+    kw = dict(out_bands=2, tile_size=tile, overlap=overlap, blend="cosine", stretch=stretch)
     one = predict_array_tiled(array, _per_tile(net), **kw)
     calls: list[int] = []
+    shapes: set[tuple[int, ...]] = set()
     batched_fn = torch_batch_predictor(net)
 
     def counting(batch: np.ndarray) -> np.ndarray:
         calls.append(len(batch))
+        shapes.add(batch.shape[2:])
         return batched_fn(batch)
 
     many = predict_array_tiled(array, counting, batch_size=batch_size, batched=True, **kw)
     np.testing.assert_allclose(many, one, rtol=0, atol=1e-5)
+    for side in {s for shape in shapes for s in shape}:
+        assert tile <= side <= 2 * tile - overlap + stretch
+        assert side == tile or (stretch and side % stretch == 0)
     n = AUTO_CPU_BATCH if batch_size == "auto" else batch_size
     assert max(calls) <= n
     n_tiles = sum(calls)
@@ -165,3 +172,59 @@ def test_batched_memory_flat_with_height(tmp_path):
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] < 1.2 * peaks[0]
+
+
+def test_channels_last_predictor_equals_the_default_layout():
+    """channels-last (the default) converts the module once and gives the same numbers."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 1)
+    ).eval()
+    x = np.random.default_rng(0).random((3, 4, 16, 16), dtype=np.float32)
+    plain = torch_batch_predictor(net, channels_last=False)(x)
+    assert net[0].weight.is_contiguous()  # untouched without channels_last
+    fast = torch_batch_predictor(net)(x)
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.flags.c_contiguous and fast.shape == (3, 3, 16, 16)
+    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-6)
+    # a plain function over a module: `weights` names the module to convert
+    other = torch.nn.Conv2d(4, 2, 3, padding=1).eval()
+    torch_batch_predictor(lambda t: other(t).softmax(1), "cpu", weights=other)(x)
+    assert other.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("length", [1, 31, 32, 33, 57, 100, 256, 1000, 1024, 1025])
+@pytest.mark.parametrize(("tile", "overlap"), [(32, 8), (256, 32), (16, 0)])
+def test_stretched_layout_covers_with_the_overlap_and_fewer_pixels(length, tile, overlap):
+    fixed = tile_spans(length, tile, overlap)
+    spans = tile_spans(length, tile, overlap, stretch=8)
+    assert spans[0][0] == 0 and spans[-1][0] + spans[-1][1] == length  # covers [0, length)
+    for (a, n), (b, _) in zip(spans, spans[1:], strict=False):
+        assert b - a == tile - overlap and a + n - b == overlap  # regular steps, exact overlap
+    assert all(n == min(tile, length) for _, n in spans[:-1])
+    if len(spans) > 1:
+        assert tile < spans[-1][1] <= 2 * tile - overlap
+    assert len(spans) == max(1, len(fixed) - 1)
+    assert sum(n for _, n in spans) <= sum(n for _, n in fixed)
+    if (length, tile, overlap) == (1024, 256, 32):
+        assert sum(n for _, n in spans) == 1120 and sum(n for _, n in fixed) == 1280
+
+
+def test_stretched_identity_reproduces_a_file_with_nodata(tmp_path):
+    """Identity through the stretched layout (padded tiles cropped back) gives the input back."""
+    rng = np.random.default_rng(3)
+    array = rng.uniform(1, 100, size=(2, 70, 90)).astype(np.float32)
+    array[:, 60:, :10] = -9999.0
+    src = write_raster(tmp_path / "in.tif", array, crs="EPSG:32633", transform=T10, nodata=-9999.0)
+    seen: set[tuple[int, ...]] = set()
+
+    def identity(batch: np.ndarray) -> np.ndarray:
+        seen.add(batch.shape[2:])
+        return batch
+
+    out = sliding_window_predict(
+        src, tmp_path / "out.tif", identity, out_bands=2, tile_size=32, overlap=8, stretch=16,
+        batch_size=4, batched=True, progress=False, nodata=-9999.0,
+    )  # fmt: skip
+    np.testing.assert_allclose(read_raster(out).array, array, rtol=1e-6)
+    assert seen == {(32, 32), (32, 48), (48, 32), (48, 48)}  # 70 = 24 + 24 + 22 -> 46 -> 48

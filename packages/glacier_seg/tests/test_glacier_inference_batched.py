@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from eo_common.raster import read_raster
+from eo_common.raster import read_raster, tile_spans
 from glacier_fake_data import make_organisers_train, make_platform_test
 from glacier_seg.cli import glacier_eval, glacier_predict
 from glacier_seg.inference import iter_tiles, load_model, predict_tile_probabilities
@@ -88,13 +88,16 @@ def test_batched_tiles_and_windows_equal_one_per_forward(tiles, monkeypatch):
         assert a.shape == (4, 80, 96) and np.allclose(a.sum(0), 1, atol=1e-5)
         np.testing.assert_allclose(b, a, rtol=0, atol=tol)
         np.testing.assert_allclose(c, a, rtol=0, atol=tol)
-    # sliding windows of 32 px, 8 px overlap: 3 x 4 windows per tile (the last ones shifted inwards)
+    # sliding windows of 32 px, 8 px overlap: 2 x 3 windows per 80 x 96 tile (the last ones
+    # stretched to the border, 56 and 48 px; square windows would need 3 x 4)
+    n = 3 * len(tile_spans(80, 32, 8, stretch=32)) * len(tile_spans(96, 32, 8, stretch=32))
+    assert n == 18
     seen.clear()
     w1 = predict_tile_probabilities([model], arrays, batch_size=1, window=32, overlap=8)
-    assert seen == [1] * 36
+    assert seen == [1] * n
     seen.clear()
     w7 = predict_tile_probabilities([model], arrays, batch_size=7, window=32, overlap=8)
-    assert max(seen) > 1 and sum(seen) == 36
+    assert max(seen) > 1 and sum(seen) == n
     for a, b, whole in zip(w1, w7, one):
         np.testing.assert_allclose(b, a, rtol=0, atol=tol)
         assert np.abs(a - whole).max() > 10 * tol  # windows are not the whole tile: a real check

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from eo_common.config import DataConfig, OptimConfig, RunConfig, opt
+from eo_common.config import LAST_TILE_HELP, DataConfig, LastTile, OptimConfig, RunConfig, opt
 
 __all__ = [
     "ModelConfig",
@@ -479,6 +479,7 @@ class CRPredictConfig:
     tile_size: int = opt(256, help="tile side (px; a multiple of the network stride)", min=1)
     overlap: int = opt(32, help="overlap of neighbouring tiles (px), blended", min=0)
     pad: int = opt(16, help="reflected context around each tile, cropped off again (px)", min=0)
+    last_tile: LastTile = opt("stretch", help=LAST_TILE_HELP)
     blend: Literal["cosine", "linear", "none"] = opt("cosine", help="blending ramp in the overlaps")
     out_dtype: Literal["uint16", "float32"] = opt(
         "uint16", help="uint16 DN (nodata 0) or float32 DN (nodata NaN)"

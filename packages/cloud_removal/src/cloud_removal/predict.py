@@ -4,7 +4,8 @@ The two inputs must share one grid (CRS, transform, size; checked, errors name t
 Sentinel-2 L1C GeoTIFF in DN (reflectance x 10000, band order B01..B12 with B8A after B08 and B10
 included) and a 2-band Sentinel-1 GeoTIFF (VV, VH in dB). They are stacked into a 15-band virtual
 raster (a GDAL VRT file in a temporary folder, nothing copied) and run through
-:func:`eo_common.raster.sliding_window_predict`: tiles of ``--tile_size`` with ``--overlap`` (each
+:func:`eo_common.raster.sliding_window_predict`: tiles of ``--tile_size`` with ``--overlap`` (the
+last of each row and column stretched to the border, ``--last_tile``; each
 padded by ``--pad`` reflected pixels of context that are cropped off again), blended with cosine
 ramps, read and written one tile row at a time, so memory stays flat however large the scene is.
 Each tile is normalised with the run's convention, predicted, and mapped back to DN;
@@ -107,11 +108,15 @@ def make_predict_fn(
     prediction does not depend on the other tiles of its batch. ``pad`` pixels of reflected context
     are added around each tile before the network and cropped afterwards, so zero padding inside the
     network does not darken the scene's outer edges. The network runs on ``device`` (None: where
-    its weights are). The function's ``batched`` attribute is True, so
-    :func:`~eo_common.raster.sliding_window_predict` passes it ``batch_size`` tiles per call.
+    its weights are), in channels-last memory format (the network's weights are converted in place;
+    1.1x faster on the CPU, see :func:`~eo_common.raster.torch_batch_predictor`). The function's
+    ``batched`` attribute is True, so :func:`~eo_common.raster.sliding_window_predict` passes it
+    ``batch_size`` tiles per call.
     """
     convention = task.hparams.get("convention", "glf-cr")
     device = torch.device(device) if device is not None else next(task.parameters()).device
+    task.model.to(memory_format=torch.channels_last)
+    channels_last = torch.channels_last
 
     def fill(x: np.ndarray) -> np.ndarray:  # (B, C, t, t)
         x = x.astype(np.float32)
@@ -130,7 +135,10 @@ def make_predict_fn(
             tiles = np.pad(tiles, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="reflect")
         optical = torch.from_numpy(normalize_s2(fill(tiles[:, :13]), convention)).to(device)
         sar = torch.from_numpy(normalize_s1(fill(tiles[:, 13:15]), convention)).to(device)
-        out = task(optical, sar)
+        out = task(
+            optical.contiguous(memory_format=channels_last),
+            sar.contiguous(memory_format=channels_last),
+        )
         r = task.data_range
         dn = denormalize_s2(out.prediction.clamp(0, r).float().cpu().numpy(), convention)
         if with_confidence:
@@ -162,6 +170,7 @@ def predict_scene(
     overlap: int = 32,
     pad: int = 16,
     blend: str = "cosine",
+    last_tile: str = "stretch",
     out_dtype: str = "uint16",
     with_confidence: bool = False,
     progress: bool = True,
@@ -175,7 +184,9 @@ def predict_scene(
     :func:`eo_common.raster.resolve_batch_size`); the blended output does not depend on it beyond
     float32 rounding. The GeoTIFF names its bands (B01 ... B12, cloud confidence) and is finished by
     :func:`eo_common.raster.finalize_geotiff`: a Cloud-Optimised GeoTIFF with ``cog``, else the
-    streamed strips with overviews added in place.
+    streamed strips with overviews added in place. ``last_tile="stretch"`` stretches the last tile
+    of each row and column to the border (padded to the network stride), ``"shift"`` keeps square
+    tiles (:data:`eo_common.config.LastTile`).
     """
     stride = task.model_config.stride
     if tile_size % stride or (tile_size + 2 * pad) % stride:
@@ -212,6 +223,7 @@ def predict_scene(
             batch_size=batch_size,
             device=device,
             band_names=BAND_NAMES[:out_bands],
+            stretch=stride if last_tile == "stretch" else 0,  # see eo_common.config.LastTile
         )
     return finalize_geotiff(out, cog=cog, overview_resampling="average")
 
@@ -256,6 +268,7 @@ def predict(cfg: CRPredictConfig) -> dict[str, Any]:
         overlap=cfg.overlap,
         pad=cfg.pad,
         blend=cfg.blend,
+        last_tile=cfg.last_tile,
         out_dtype=cfg.out_dtype,
         with_confidence=cfg.with_confidence,
         progress=cfg.run.progress,

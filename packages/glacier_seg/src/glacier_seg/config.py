@@ -417,8 +417,9 @@ class GlacierEvalConfig:
     window: int = opt(
         0,
         help="sliding-window side (px): predict each tile in windows of this size blended over "
-        "--window_overlap (memory bounded by data.batch_size windows, any tile size); 0: each tile "
-        "whole in one forward pass",
+        "--window_overlap, the last window of each row and column stretched to the tile's border "
+        "(memory bounded by data.batch_size windows, any tile size); 0: each tile whole in one "
+        "forward pass",
         min=0,
     )
     window_overlap: int = opt(64, help="overlap of neighbouring windows (px)", min=0)
@@ -463,8 +464,9 @@ class GlacierPredictConfig:
     window: int = opt(
         0,
         help="sliding-window side (px): predict each tile in windows of this size blended over "
-        "--window_overlap (memory bounded by data.batch_size windows, any tile size); 0: each tile "
-        "whole in one forward pass",
+        "--window_overlap, the last window of each row and column stretched to the tile's border "
+        "(memory bounded by data.batch_size windows, any tile size); 0: each tile whole in one "
+        "forward pass",
         min=0,
     )
     window_overlap: int = opt(64, help="overlap of neighbouring windows (px)", min=0)

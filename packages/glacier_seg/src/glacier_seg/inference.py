@@ -236,10 +236,12 @@ def _batched_predictor(
     model: LoadedModel, tta: bool, scales: Sequence[float]
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``(B, C, h, w)`` normalised float32 -> ``(B, K, h, w)`` probabilities of one model (numpy),
-    on the model's device; ``batched`` for :mod:`eo_common.raster`'s sliding-window functions."""
+    on the model's device, the network in channels-last memory format (faster convolutions, see
+    :func:`~eo_common.raster.torch_batch_predictor`); ``batched`` for :mod:`eo_common.raster`'s
+    sliding-window functions."""
     net = model.module.net
     return torch_batch_predictor(
-        lambda x: predict_probabilities(net, x, tta, scales), model.module.device
+        lambda x: predict_probabilities(net, x, tta, scales), model.module.device, weights=net
     )
 
 
@@ -285,7 +287,7 @@ def _probability_sums(
             for m, fn in zip(models, fns):
                 p = predict_array_tiled(
                     m.normalizer(tile.image), fn, out_bands=NUM_CLASSES, tile_size=window,
-                    overlap=overlap, batch_size=n,
+                    overlap=overlap, batch_size=n, stretch=32,  # U-Net: any multiple of 32
                 )  # fmt: skip
                 total = p if total is None else total + p
             out.append(total)

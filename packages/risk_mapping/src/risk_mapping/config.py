@@ -52,7 +52,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
-from eo_common.config import OptimConfig, RunConfig, opt
+from eo_common.config import LAST_TILE_HELP, LastTile, OptimConfig, RunConfig, opt
 
 from risk_mapping.config_rules import (
     CATEGORICAL_RESAMPLING,
@@ -320,6 +320,7 @@ class InferenceConfig:
 
     tile_size: int = opt(256, help="prediction tile side (px, multiple of 32)", min=32, max=8192)
     overlap: int = opt(64, help="prediction tile overlap (px)", min=0, max=4096)
+    last_tile: LastTile = opt("stretch", help=LAST_TILE_HELP)
     blend: Literal["cosine", "linear", "none"] = opt("cosine", help="blending of overlaps")
     batch_size: int = opt(8, help="tiles per forward pass", min=1, identity=False)
     tta: bool = opt(False, help="average over the four flips")

@@ -400,7 +400,9 @@ def _test_data(path: Path, labels: Path | None) -> tuple[Path, Path]:
 
 
 def _sections(cfg: EvaluateConfig, stored: dict[str, Any]) -> tuple[InferenceConfig, TargetsConfig]:
-    """Inference and target settings: from ``--pipeline_config`` or those stored in the checkpoint."""
+    """Inference and target settings: from ``--pipeline_config`` or those stored in the checkpoint
+    (a checkpoint stored before ``inference.last_tile`` existed predicts with the square tiles it
+    was evaluated with then)."""
     from eo_common.config import config_from_dict, config_problems
 
     source: str | Path = "the checkpoint's stored config"
@@ -413,8 +415,11 @@ def _sections(cfg: EvaluateConfig, stored: dict[str, Any]) -> tuple[InferenceCon
             raw = yaml.safe_load(Path(source).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise InputError(f"not a readable YAML config ({exc})", path=source) from None
+    stored_inference = dict(raw.get("inference") or {})
+    if cfg.pipeline_config is None:  # a checkpoint from before --inference.last_tile: square tiles
+        stored_inference.setdefault("last_tile", "shift")
     try:
-        inference = config_from_dict(InferenceConfig, raw.get("inference") or {})
+        inference = config_from_dict(InferenceConfig, stored_inference)
         targets = config_from_dict(
             TargetsConfig, (raw.get("evaluation") or {}).get("targets") or {}
         )

@@ -360,6 +360,7 @@ def predict_raster(
         blend=cfg.blend,
         progress=progress,
         batch_size=cfg.batch_size,
+        stretch=32 if cfg.last_tile == "stretch" else 0,  # the U-Net takes multiples of 32
     )
     paths = write_products(raw, out_dir, cog=cfg.cog, uncertainty=cfg.uncertainty)
     raw.unlink()

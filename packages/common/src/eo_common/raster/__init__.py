@@ -24,7 +24,8 @@ NaN handling
 Tiling and blending
     :func:`tile_windows` lays tiles of ``tile_size`` with ``overlap`` pixels between neighbours; the
     last tile of each row and column is shifted inwards so that it ends at the border, so every pixel is
-    covered and no padding is needed when the raster is at least one tile large. Overlapping
+    covered and no padding is needed when the raster is at least one tile large (``stretch``: the last
+    tiles stretch to the border instead, :func:`tile_spans`, fewer pixels computed twice). Overlapping
     predictions are blended with weights that ramp up over the overlap (:func:`blend_weights`,
     linear or cosine); the ramps of two neighbours are complementary, so the weights sum to one and a
     function that returns its input comes back unchanged. :func:`sliding_window_predict` streams a
@@ -48,7 +49,14 @@ from .io import (
 )
 from .predict import predict_array_tiled, sliding_window_predict
 from .stack import RESAMPLING_METHODS, stack_bands
-from .tiles import blend_weights, iter_tiles, tile_offsets, tile_windows
+from .tiles import (
+    blend_weights,
+    iter_tiles,
+    padded_tile_size,
+    tile_offsets,
+    tile_spans,
+    tile_windows,
+)
 
 __all__ = [
     "RasterError",
@@ -62,6 +70,8 @@ __all__ = [
     "stack_bands",
     "tile_windows",
     "tile_offsets",
+    "tile_spans",
+    "padded_tile_size",
     "blend_weights",
     "sliding_window_predict",
     "predict_array_tiled",

@@ -127,22 +127,41 @@ def torch_batch_predictor(
     device: Any = None,
     *,
     autocast_dtype: Any = None,
-    channels_last: bool = False,
+    channels_last: bool = True,
+    weights: Any = None,
     output: Callable[[Any], Any] | None = None,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """A batched ``predict_fn`` for a torch module: ``(B, C, t, t)`` float32 -> ``(B, K, t, t)`` float32.
 
     Runs under :func:`torch.inference_mode` on ``device`` (None: the module's own device), optionally
-    in autocast (e.g. ``torch.bfloat16``) and channels-last memory format; ``output`` maps the
-    module's output to the ``(B, K, t, t)`` tensor (e.g. ``lambda y: y.softmax(1)``). The returned
-    function has ``batched = True`` so the sliding-window functions pass it whole batches.
+    in autocast (e.g. ``torch.bfloat16``); ``output`` maps the module's output to the
+    ``(B, K, t, t)`` tensor (e.g. ``lambda y: y.softmax(1)``). The returned function has
+    ``batched = True`` so the sliding-window functions pass it whole batches.
+
+    ``channels_last`` (default) converts the 4-D weights of ``weights`` (None: ``module`` itself when
+    it is an :class:`torch.nn.Module`) to channels-last memory format **in place**, once, and every
+    input batch likewise: the same numbers to float rounding, and the layout oneDNN (CPU) and cuDNN
+    (tensor cores) convolve fastest. Measured on the CPU, 1 thread, 256 px tiles
+    (``benchmarks/common_sliding_window.py``, ``docs/benchmarks.md``): a ResNet-18 U-Net 1.3x faster
+    per pixel, the glacier ResNet-34 U-Net with scSE 1.1x.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Conv2d(4, 2, 3, padding=1).eval()
+        >>> y = torch_batch_predictor(net)(np.ones((1, 4, 8, 8), np.float32))
+        >>> net.weight.is_contiguous(memory_format=torch.channels_last), y.shape
+        (True, (1, 2, 8, 8))
     """
     import torch
 
     if device is None:
-        params = list(module.parameters())
+        params = list(module.parameters()) if isinstance(module, torch.nn.Module) else []
         device = params[0].device if params else torch.device("cpu")
     device = torch.device(device)
+    if weights is None and isinstance(module, torch.nn.Module):
+        weights = module
+    if channels_last and weights is not None:
+        weights.to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def predict(batch: np.ndarray) -> np.ndarray:
@@ -155,7 +174,7 @@ def torch_batch_predictor(
             y = module(x)
             if output is not None:
                 y = output(y)
-        return y.float().cpu().numpy()
+        return np.ascontiguousarray(y.float().cpu().numpy())
 
     predict.batched = True  # type: ignore[attr-defined]
     return predict

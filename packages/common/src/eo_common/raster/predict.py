@@ -32,7 +32,14 @@ from .io import (
     _open,
     missing_mask,
 )
-from .tiles import BlendKind, _axis_weights, _check_tiling, _pad_reflect, tile_offsets
+from .tiles import (
+    BlendKind,
+    _axis_weights,
+    _check_tiling,
+    _pad_reflect,
+    padded_tile_size,
+    tile_spans,
+)
 
 # rows per strip of the output of sliding_window_predict (see _StripWriter)
 _OUTPUT_ROWS_PER_STRIP = 16
@@ -42,12 +49,18 @@ _OUTPUT_ROWS_PER_STRIP = 16
 _GDAL_CACHE_BYTES = 64 * 2**20
 
 
-def _row_groups(row_offsets: list[int], n_cols: int, batch: int) -> list[tuple[int, int]]:
-    """Consecutive tile rows processed together: enough rows for ``batch`` tiles, at least one."""
-    per_group = max(1, batch // max(n_cols, 1))
-    return [
-        (g, min(g + per_group, len(row_offsets))) for g in range(0, len(row_offsets), per_group)
-    ]
+def _row_groups(n_rows: int, n_cols: int, batch: int, stretch: int = 0) -> list[tuple[int, int]]:
+    """Consecutive tile rows processed together: enough rows for ``batch`` tiles, at least one.
+
+    Square tiles: ``batch // n_cols`` rows (at most ``batch`` tiles). Stretched layout: the tiles of
+    a row have two shapes (the last one is wider) and a call takes one shape, so the group holds
+    enough rows for ``batch`` tiles of the common shape (``ceil(batch / (n_cols - 1))`` rows).
+    """
+    if stretch and n_cols > 1:
+        per_group = max(1, -(-batch // (n_cols - 1)))
+    else:
+        per_group = max(1, batch // max(n_cols, 1))
+    return [(g, min(g + per_group, n_rows)) for g in range(0, n_rows, per_group)]
 
 
 def _stream_rows(
@@ -66,6 +79,7 @@ def _stream_rows(
     batch_size: BatchSize = 1,
     batched: bool | None = None,
     device: Any = None,
+    stretch: int = 0,
 ) -> None:
     """Run ``predict_fn`` over all tiles, a group of tile rows at a time, emitting finished rows.
 
@@ -73,14 +87,17 @@ def _stream_rows(
     ``emit(row_off, values (out_bands, n, width) float64, missing (n, width) | None)`` receives each
     block of finished rows once, top to bottom.
 
-    Tiles are predicted ``N`` at a time (``N`` = :func:`resolve_batch_size` of ``batch_size``): a
-    group is ``max(1, N // tiles_per_row)`` consecutive tile rows, read as one window, and its tiles
-    go through ``predict_fn`` in chunks of at most ``N`` (a per-tile function is called once per
-    tile). Memory: the group's rows ``(C, span, width)``, one accumulator ``(out_bands, span, width)``
-    and one weight buffer ``(span, width)`` (``span`` about ``N / tiles_per_row`` tile rows, so the
-    buffers hold about ``N`` tiles' worth whatever the raster height), reused for every group; the
-    rows shared with the next group are shifted to the top. Weighted sums are accumulated in float64
-    in the same tile order for every ``N``, so the output does not depend on ``N``.
+    Tiles follow :func:`~eo_common.raster.tiles.tile_spans` (``stretch``: the last row and column
+    stretched to the border). Tiles are predicted ``N`` at a time (``N`` =
+    :func:`resolve_batch_size` of ``batch_size``): a group is ``max(1, N // tiles_per_row)``
+    consecutive tile rows, read as one window, and its tiles go through ``predict_fn`` in chunks of
+    at most ``N`` tiles of one shape (a stretched layout has up to four shapes; a per-tile function
+    is called once per tile). Memory: the group's rows ``(C, span, width)``, its predictions, one
+    accumulator ``(out_bands, span, width)`` and one weight buffer ``(span, width)`` (``span`` about
+    ``N / tiles_per_row`` tile rows, so the buffers hold about ``N`` tiles' worth whatever the raster
+    height), reused for every group; the rows shared with the next group are shifted to the top.
+    Weighted sums are accumulated in float64 in row-major tile order for every ``N``, so the output
+    does not depend on ``N``.
     """
     from tqdm.auto import tqdm
 
@@ -90,26 +107,25 @@ def _stream_rows(
     if blend not in ("linear", "cosine", "none"):
         raise ValueError(f"unknown blend kind {blend!r}; choose 'linear', 'cosine' or 'none'")
     takes_batch = is_batched(predict_fn, batched)
-    row_offsets = tile_offsets(height, tile_size, overlap)
-    col_offsets = tile_offsets(width, tile_size, overlap)
-    th, tw = min(tile_size, height), min(tile_size, width)
-    row_w = _axis_weights(row_offsets, height, tile_size, blend)
-    col_w = _axis_weights(col_offsets, width, tile_size, blend)
+    rows = tile_spans(height, tile_size, overlap, stretch)
+    cols = tile_spans(width, tile_size, overlap, stretch)
+    row_w, col_w = _axis_weights(rows, blend), _axis_weights(cols, blend)
+    row_pad = [padded_tile_size(n, tile_size, stretch) for _, n in rows]
+    col_pad = [padded_tile_size(n, tile_size, stretch) for _, n in cols]
     sample = None
     if batch_size == "auto" and takes_batch:
-        first, _ = read_rows(0, th)
-        sample = _pad_reflect(first, tile_size)[:, :tile_size, :tile_size]
+        first, _ = read_rows(0, rows[0][1])  # the probe sizes N by the largest tile shape
+        sample = _pad_reflect(first[:, :, : cols[0][1]], max(row_pad), max(col_pad))
     n_batch = resolve_batch_size(batch_size, predict_fn, sample, batched=takes_batch, device=device)
-    groups = _row_groups(row_offsets, len(col_offsets), n_batch)
-    span_max = max(row_offsets[g1 - 1] + th - row_offsets[g0] for g0, g1 in groups)
+    groups = _row_groups(len(rows), len(cols), n_batch, stretch)
+    span_max = max(rows[g1 - 1][0] + rows[g1 - 1][1] - rows[g0][0] for g0, g1 in groups)
 
     def run(tiles: np.ndarray) -> np.ndarray:
+        expected = (len(tiles), out_bands, *tiles.shape[2:])
         if takes_batch:
             pred = np.asarray(predict_fn(tiles))
-            expected = (len(tiles), out_bands, tile_size, tile_size)
         else:
             pred = np.stack([np.asarray(predict_fn(t)) for t in tiles])
-            expected = (len(tiles), out_bands, tile_size, tile_size)
         if pred.shape != expected:
             got = pred.shape if takes_batch else pred.shape[1:]
             want = expected if takes_batch else expected[1:]
@@ -122,38 +138,45 @@ def _stream_rows(
 
     acc = np.zeros((out_bands, span_max, width), dtype=np.float64)
     wsum = np.zeros((span_max, width), dtype=np.float64)
-    bar = tqdm(
-        total=len(row_offsets) * len(col_offsets), desc=desc, unit="tile", disable=not progress
-    )
+    bar = tqdm(total=len(rows) * len(cols), desc=desc, unit="tile", disable=not progress)
     try:
         for gi, (g0, g1) in enumerate(groups):
-            top = row_offsets[g0]
-            span = row_offsets[g1 - 1] + th - top
+            top = rows[g0][0]
+            span = rows[g1 - 1][0] + rows[g1 - 1][1] - top
             data, missing = read_rows(top, span)
-            padded = _pad_reflect(data, tile_size)
-            todo = []  # (row index, col index) of the group's tiles that need a prediction
+            by_shape: dict[tuple[int, int], list[tuple[int, int]]] = {}  # tiles to predict
+            todo = []
             for ri in range(g0, g1):
-                local = row_offsets[ri] - top
-                for ci, c0 in enumerate(col_offsets):
-                    if missing is not None and missing[local : local + th, c0 : c0 + tw].all():
+                local, rh = rows[ri][0] - top, rows[ri][1]
+                for ci, (c0, cw) in enumerate(cols):
+                    if missing is not None and missing[local : local + rh, c0 : c0 + cw].all():
                         bar.update(1)
                         continue  # every pixel of this tile is written as nodata anyway
                     todo.append((ri, ci))
-            for k in range(0, len(todo), n_batch):
-                chunk = todo[k : k + n_batch]
-                tiles = np.empty((len(chunk), padded.shape[0], tile_size, tile_size), np.float32)
-                for j, (ri, ci) in enumerate(chunk):
-                    local, c0 = row_offsets[ri] - top, col_offsets[ci]
-                    tiles[j] = padded[:, local : local + tile_size, c0 : c0 + tile_size]
-                pred = run(tiles)
-                for j, (ri, ci) in enumerate(chunk):
-                    local, c0 = row_offsets[ri] - top, col_offsets[ci]
-                    weight = np.outer(row_w[ri], col_w[ci])
-                    acc[:, local : local + th, c0 : c0 + tw] += pred[j, :, :th, :tw] * weight
-                    wsum[local : local + th, c0 : c0 + tw] += weight
-                bar.update(len(chunk))
+                    by_shape.setdefault((row_pad[ri], col_pad[ci]), []).append((ri, ci))
+            preds: dict[tuple[int, int], np.ndarray] = {}
+            for (ph, pw), items in sorted(by_shape.items()):
+                for k in range(0, len(items), n_batch):
+                    chunk = items[k : k + n_batch]
+                    tiles = np.empty((len(chunk), data.shape[0], ph, pw), np.float32)
+                    for j, (ri, ci) in enumerate(chunk):
+                        (r0, rh), (c0, cw) = rows[ri], cols[ci]
+                        block = data[:, r0 - top : r0 - top + rh, c0 : c0 + cw]
+                        tiles[j] = _pad_reflect(block, ph, pw)
+                    pred = run(tiles)
+                    for j, key in enumerate(chunk):
+                        preds[key] = pred[j]
+                    bar.update(len(chunk))
+            for ri, ci in todo:  # row-major: the same sums in the same order for every N
+                (r0, rh), (c0, cw) = rows[ri], cols[ci]
+                local = r0 - top
+                weight = np.outer(row_w[ri], col_w[ci])
+                acc[:, local : local + rh, c0 : c0 + cw] += (
+                    preds.pop((ri, ci))[:, :rh, :cw] * weight
+                )
+                wsum[local : local + rh, c0 : c0 + cw] += weight
             last = gi + 1 == len(groups)
-            done = span if last else row_offsets[g1] - top
+            done = span if last else rows[g1][0] - top
             values = acc[:, :done]  # divided in place: these rows are emitted, then overwritten
             with np.errstate(invalid="ignore", divide="ignore"):
                 np.divide(values, wsum[:done], out=values)
@@ -180,10 +203,12 @@ def predict_array_tiled(
     batch_size: BatchSize = 1,
     batched: bool | None = None,
     device: Any = None,
+    stretch: int = 0,
 ) -> np.ndarray:
     """Apply ``predict_fn`` tile by tile to an in-memory ``(C, H, W)`` array and blend the tiles.
 
-    Same tiling, blending, batching and small-raster padding as :func:`sliding_window_predict`.
+    Same tiling (``stretch`` included), blending, batching and small-raster padding as
+    :func:`sliding_window_predict`.
 
     Args:
         array: ``(C, H, W)`` input (converted to float32 for ``predict_fn``).
@@ -192,7 +217,7 @@ def predict_array_tiled(
         out_bands: number of output bands.
         tile_size, overlap: see :func:`tile_windows`.
         blend: ``"cosine"``, ``"linear"`` or ``"none"`` (see :func:`blend_weights`).
-        batch_size, batched, device: see :func:`sliding_window_predict`.
+        batch_size, batched, device, stretch: see :func:`sliding_window_predict`.
 
     Returns:
         ``(out_bands, H, W)`` float32.
@@ -231,6 +256,7 @@ def predict_array_tiled(
         batch_size=batch_size,
         batched=batched,
         device=device,
+        stretch=stretch,
     )
     return out
 
@@ -306,6 +332,7 @@ def sliding_window_predict(
     batched: bool | None = None,
     device: Any = None,
     band_names: Sequence[str] | None = None,
+    stretch: int = 0,
 ) -> Path:
     """Run ``predict_fn`` over a GeoTIFF of any size with bounded memory; write a blended GeoTIFF.
 
@@ -326,6 +353,14 @@ def sliding_window_predict(
     ``predict_fn`` reproduces the input. A raster smaller than one tile (in either direction) is padded
     by reflection to the tile size and the prediction cropped back.
 
+    Layout: by default every tile is ``tile_size`` square and the last one of each row and column
+    is shifted inwards to end at the border, overlapping its neighbour by more than ``overlap``
+    (at 1024 px, 256 px tiles with 32 px overlap: 5 tiles, 1280 px computed per 1024). With
+    ``stretch=k`` (for a fully convolutional ``predict_fn`` that takes any size divisible by ``k``)
+    the last tile of each row and column instead stretches to the border (at most ``2 * tile_size -
+    overlap``), is padded by reflection to a multiple of ``k`` and cropped back: 4 tiles, 1120 px
+    per 1024, i.e. 1.20x the raster's pixels instead of 1.56x (see :func:`tile_spans`).
+
     Nodata: a source pixel is missing when any of its bands (of ``bands``) equals the source's nodata
     value or is NaN; it is written as the output nodata. Missing pixels are passed to ``predict_fn``
     unchanged (replace them inside ``predict_fn`` if the model needs finite input); tiles that are
@@ -335,7 +370,8 @@ def sliding_window_predict(
         src_path: input GeoTIFF.
         out_path: output GeoTIFF (same CRS and transform, ``out_bands`` bands, DEFLATE level 1 with a
             predictor, strips of 16 rows); written to a temporary file and renamed when complete.
-        predict_fn: ``(C, t, t) float32 -> (out_bands, t, t)`` with ``t = tile_size`` (numpy, or
+        predict_fn: ``(C, t, t) float32 -> (out_bands, t, t)`` with ``t = tile_size`` (with
+            ``stretch``: ``(C, h, w) -> (out_bands, h, w)``, see below) (numpy, or
             anything :func:`numpy.asarray` accepts, e.g. a CPU tensor); or, when ``batched`` (or
             ``predict_fn.batched`` is True), ``(B, C, t, t) -> (B, out_bands, t, t)`` with
             ``B <= N`` (e.g. :func:`eo_common.raster.batching.torch_batch_predictor`).
@@ -356,6 +392,10 @@ def sliding_window_predict(
         device: where ``predict_fn`` computes, for ``batch_size="auto"`` (None: CUDA if available).
         band_names: one description per output band (shown by QGIS and ``gdalinfo``, kept by
             :func:`~eo_common.raster.finalize_geotiff`); None leaves the bands undescribed.
+        stretch: 0 for square tiles only; ``k > 0`` stretches the last tile of each row and column
+            to the border, its sides padded to multiples of ``k`` (``predict_fn`` then gets tiles of
+            up to four shapes, each side a multiple of ``k`` between ``tile_size`` and ``2 *
+            tile_size - overlap + k``).
 
     Returns:
         ``Path(out_path)``.
@@ -445,6 +485,7 @@ def sliding_window_predict(
                     batch_size=batch_size,
                     batched=batched,
                     device=device,
+                    stretch=stretch,
                 )
                 writer.close()
             os.replace(tmp, out_path)

@@ -2,8 +2,9 @@
 
 :func:`tile_windows` lays tiles of ``tile_size`` with ``overlap`` pixels between neighbours; the last
 tile of each row and column is shifted inwards so that it ends at the border, so every pixel is covered
-and no padding is needed when the raster is at least one tile large. Overlapping predictions are
-blended with weights that ramp up over the overlap (:func:`blend_weights`, linear or cosine); the
+and no padding is needed when the raster is at least one tile large. With ``stretch`` (for fully
+convolutional models) the last tile of each row and column stretches to the border instead
+(:func:`tile_spans`), which computes fewer pixels twice. Overlapping predictions are blended with weights that ramp up over the overlap (:func:`blend_weights`, linear or cosine); the
 ramps of two neighbours are complementary, so the weights sum to one and a function that returns its
 input comes back unchanged.
 """
@@ -50,21 +51,70 @@ def tile_offsets(length: int, tile_size: int, overlap: int) -> list[int]:
     return list(range(0, length - tile_size, stride)) + [length - tile_size]
 
 
-def tile_windows(height: int, width: int, tile_size: int, overlap: int) -> list[Window]:
-    """Windows of ``tile_size`` x ``tile_size`` with ``overlap`` that cover every pixel, row by row.
+def tile_spans(
+    length: int, tile_size: int, overlap: int, stretch: int = 0
+) -> list[tuple[int, int]]:
+    """``(start, size)`` of the tiles along one axis of ``length`` pixels.
 
-    The last window of each row and column is shifted inwards to end at the border, so no window
-    sticks out of the raster and no padding is needed when the raster is at least one tile large. A
-    dimension smaller than the tile gives windows of that dimension's size.
+    ``stretch=0``: the tiles of :func:`tile_offsets`, each ``min(tile_size, length)`` long (the last
+    one shifted inwards). ``stretch > 0``: the same steps of ``tile_size - overlap``, but instead of
+    adding a shifted tile at the end, the last regular tile stretches to the border (``tile_size <
+    size <= 2 * tile_size - overlap``) and keeps an overlap of exactly ``overlap`` with its
+    neighbour, so fewer pixels are computed twice (at 1024 px with 256 px tiles and 32 px overlap: 4
+    tiles covering 1120 px instead of 5 covering 1280); such a tile is padded to a multiple of
+    ``stretch`` before the model sees it (:func:`padded_tile_size`).
+
+    Example:
+        >>> tile_spans(1024, 256, 32)
+        [(0, 256), (224, 256), (448, 256), (672, 256), (768, 256)]
+        >>> tile_spans(1024, 256, 32, stretch=32)
+        [(0, 256), (224, 256), (448, 256), (672, 352)]
+        >>> tile_spans(200, 256, 32, stretch=32)
+        [(0, 200)]
+    """
+    offsets = tile_offsets(length, tile_size, overlap)
+    if not stretch or len(offsets) == 1:
+        return [(o, min(tile_size, length)) for o in offsets]
+    if int(stretch) != stretch or stretch < 0:
+        raise ValueError(f"stretch must be a non-negative integer, got {stretch}")
+    regular = offsets[:-1]  # the shifted last tile is dropped; the last regular one stretches
+    return [(o, tile_size) for o in regular[:-1]] + [(regular[-1], length - regular[-1])]
+
+
+def padded_tile_size(size: int, tile_size: int, stretch: int = 0) -> int:
+    """Side of the array the model gets for a tile of ``size`` pixels: ``tile_size`` for every tile
+    of the fixed layout (a raster smaller than a tile is padded up to it), and for a stretched tile
+    its size rounded up to a multiple of ``stretch``.
+
+    Example:
+        >>> padded_tile_size(200, 256), padded_tile_size(340, 256, stretch=32)
+        (256, 352)
+    """
+    if not stretch:
+        return tile_size
+    return max(tile_size, -(-size // stretch) * stretch)
+
+
+def tile_windows(
+    height: int, width: int, tile_size: int, overlap: int, stretch: int = 0
+) -> list[Window]:
+    """Windows that cover every pixel with ``overlap`` between neighbours, row by row.
+
+    With ``stretch=0`` every window is ``tile_size`` x ``tile_size``: the last window of each row and
+    column is shifted inwards to end at the border, so no window sticks out of the raster and no
+    padding is needed when the raster is at least one tile large. A dimension smaller than the tile
+    gives windows of that dimension's size. ``stretch > 0``: the last row and column of windows
+    stretch to the border instead (see :func:`tile_spans`).
 
     Example:
         >>> [(w.row_off, w.col_off, w.height, w.width) for w in tile_windows(5, 7, 4, 1)]
         [(0, 0, 4, 4), (0, 3, 4, 4), (1, 0, 4, 4), (1, 3, 4, 4)]
+        >>> [(w.row_off, w.col_off, w.height, w.width) for w in tile_windows(5, 7, 4, 1, 1)]
+        [(0, 0, 5, 7)]
     """
-    rows = tile_offsets(height, tile_size, overlap)
-    cols = tile_offsets(width, tile_size, overlap)
-    th, tw = min(tile_size, height), min(tile_size, width)
-    return [Window(c, r, tw, th) for r in rows for c in cols]
+    rows = tile_spans(height, tile_size, overlap, stretch)
+    cols = tile_spans(width, tile_size, overlap, stretch)
+    return [Window(c, r, cw, rh) for r, rh in rows for c, cw in cols]
 
 
 def _ramp(n: int, kind: str) -> np.ndarray:
@@ -116,31 +166,29 @@ def blend_weights(tile_size: int, overlap: int, kind: BlendKind = "cosine") -> n
     return np.outer(w, w).astype(np.float32)
 
 
-def _axis_weights(
-    offsets: Sequence[int], length: int, tile_size: int, kind: str
-) -> list[np.ndarray]:
-    """1-D weights of each tile along an axis, using each tile's actual overlap with its neighbours.
+def _axis_weights(spans: Sequence[tuple[int, int]], kind: str) -> list[np.ndarray]:
+    """1-D weights of each tile ``(start, size)`` along an axis, using its actual overlaps.
 
     A tile ramps only towards a neighbour (never at the raster border), and over exactly the pixels it
     shares with it, so consecutive tiles' weights sum to one also where the shifted last tile overlaps
-    more than ``overlap``. Cropped to the part of the tile inside the raster.
+    more than ``overlap``. Each is ``size`` long (the part of the tile inside the raster).
     """
-    span = min(tile_size, length)
     out = []
-    for i, start in enumerate(offsets):
-        before = offsets[i - 1] + span - start if i > 0 else 0
-        after = start + span - offsets[i + 1] if i + 1 < len(offsets) else 0
-        out.append(_weights_1d(span, max(before, 0), max(after, 0), kind))
+    for i, (start, size) in enumerate(spans):
+        before = spans[i - 1][0] + spans[i - 1][1] - start if i > 0 else 0
+        after = start + size - spans[i + 1][0] if i + 1 < len(spans) else 0
+        out.append(_weights_1d(size, max(before, 0), max(after, 0), kind))
     return out
 
 
 # --------------------------------------------------------------------------------------------------
 # the row-streaming predictor shared by the file and the in-memory versions
 # --------------------------------------------------------------------------------------------------
-def _pad_reflect(block: np.ndarray, tile_size: int) -> np.ndarray:
-    """Pad the last two axes at their end by reflection up to ``tile_size`` where they are smaller."""
-    pad_h = max(0, tile_size - block.shape[-2])
-    pad_w = max(0, tile_size - block.shape[-1])
+def _pad_reflect(block: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
+    """Pad the last two axes at their end by reflection up to ``height`` x ``width`` (default
+    ``height`` x ``height``) where they are smaller."""
+    pad_h = max(0, height - block.shape[-2])
+    pad_w = max(0, (height if width is None else width) - block.shape[-1])
     if pad_h == 0 and pad_w == 0:
         return block
     return np.pad(block, ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect")
