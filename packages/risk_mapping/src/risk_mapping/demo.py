@@ -31,7 +31,7 @@ from eo_common.demos import DemoResult
 from eo_common.raster import write_raster
 from scipy import ndimage
 
-__all__ = ["BAND_NAMES", "terrain_stack", "susceptibility_labels", "run_demo"]
+__all__ = ["BAND_NAMES", "terrain_stack", "susceptibility_labels", "write_demo_inputs", "run_demo"]
 
 BAND_NAMES = [
     "elevation_m",
@@ -103,7 +103,19 @@ def susceptibility_labels(stack: np.ndarray, valid: np.ndarray, seed: int = 0) -
     return labels
 
 
-def _write_inputs(data_dir: Path, seed: int) -> tuple[Path, Path, dict[str, Any]]:
+def write_demo_inputs(data_dir: Path, seed: int = 0) -> tuple[Path, Path, dict[str, Any]]:
+    """Write the demo's inputs from the real DEM sample (``eolab samples fetch``): ``stack.tif``
+    (the 7 terrain bands of :data:`BAND_NAMES`, float32, nodata -9999) and ``labels.tif`` (rule-made
+    low / medium / high classes 0 / 1 / 2 from :func:`susceptibility_labels`, nodata 255) in
+    ``data_dir``, on the DEM's grid.
+
+    Returns:
+        ``(stack path, labels path, info)``; ``info`` holds the DEM path, shape, pixel size (m),
+        elevation range (m) and the label fractions.
+
+    Example:
+        >>> stack, labels, info = write_demo_inputs(Path("runs/risk_data"))  # doctest: +SKIP
+    """
     from eo_common.samples import sample_path
 
     dem_path = sample_path("dem") / "rmnp-dem.tif"
@@ -221,7 +233,7 @@ def run_demo(out_dir: str | Path, *, seed: int = 0, budget_s: float = 180.0) -> 
     torch.set_num_threads(1)  # one thread is much faster than two on a shared 2-core machine
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stack, labels, data_info = _write_inputs(out_dir / "data", seed)
+    stack, labels, data_info = write_demo_inputs(out_dir / "data", seed)
     train_budget = max(20.0, 0.6 * budget_s - (time.perf_counter() - start))
     raw = _demo_config(stack, labels, out_dir, seed)
     raw.update(time_budget_s=train_budget, progress=False, overwrite=True)
