@@ -51,7 +51,7 @@ def make_stack(path: Path, size: int, bands: int = 6) -> None:
             )
 
 
-def child(stack: str, out: str, tile: int, overlap: int, tta: bool) -> None:
+def child(stack: str, out: str, tile: int, overlap: int, tta: bool, last_tile: str) -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -62,7 +62,7 @@ def child(stack: str, out: str, tile: int, overlap: int, tta: bool) -> None:
 
     net = RiskNet(6, "resnet18", None, decoder_channels=(64, 32, 16, 16, 8)).eval()
     model = LoadedModel(net, BandStats(mean=np.zeros(6), std=np.ones(6)), {"in_channels": 6})
-    cfg = InferenceConfig(tile_size=tile, overlap=overlap, tta=tta)
+    cfg = InferenceConfig(tile_size=tile, overlap=overlap, tta=tta, last_tile=last_tile)
     start = time.perf_counter()
     predict_raster([model], stack, out, cfg, progress=False)
     seconds = time.perf_counter() - start
@@ -81,11 +81,18 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=int, default=32)
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--last_tile",
+        nargs="+",
+        default=["shift", "stretch"],
+        choices=["shift", "stretch"],
+        help="tile layouts to compare (inference.last_tile)",
+    )
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        stack, out, tile, overlap, tta = args.child
-        child(stack, out, int(tile), int(overlap), tta == "1")
+        stack, out, tile, overlap, tta, last_tile = args.child
+        child(stack, out, int(tile), int(overlap), tta == "1", last_tile)
         return
     env = dict(os.environ, OMP_NUM_THREADS="1")
     rows = []
@@ -94,36 +101,39 @@ def main() -> None:
             stack = Path(tmp) / f"stack_{size}.tif"
             make_stack(stack, size)
             for tta in (False, True):
-                res = subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--child",
-                        str(stack),
-                        str(Path(tmp) / f"out_{size}_{int(tta)}"),
-                        str(args.tile),
-                        str(args.overlap),
-                        str(int(tta)),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    check=True,
-                )
-                rec = json.loads(res.stdout.strip().splitlines()[-1])
-                rec.update(size=size, tta=tta, mp=size * size / 1e6)
-                rec["mp_per_s"] = rec["mp"] / rec["seconds"]
-                rows.append(rec)
-                print(json.dumps(rec), flush=True)
+                for last_tile in args.last_tile:
+                    res = subprocess.run(
+                        [
+                            sys.executable,
+                            __file__,
+                            "--child",
+                            str(stack),
+                            str(Path(tmp) / f"out_{size}_{int(tta)}_{last_tile}"),
+                            str(args.tile),
+                            str(args.overlap),
+                            str(int(tta)),
+                            last_tile,
+                        ],
+                        capture_output=True,
+                        text=True,
+                        env=env,
+                        check=True,
+                    )
+                    rec = json.loads(res.stdout.strip().splitlines()[-1])
+                    rec.update(size=size, tta=tta, last_tile=last_tile, mp=size * size / 1e6)
+                    rec["mp_per_s"] = rec["mp"] / rec["seconds"]
+                    rows.append(rec)
+                    print(json.dumps(rec), flush=True)
     print(
         f"\nsliding-window inference, U-Net resnet18 (decoder 64-8), tile {args.tile}, overlap {args.overlap}, 1 torch thread"
     )
-    print(f"{'size':>6} {'TTA':>5} {'seconds':>8} {'MP/s':>6} {'peak RSS MB':>11}")
+    print(f"{'size':>6} {'TTA':>5} {'last_tile':>9} {'seconds':>8} {'MP/s':>6} {'peak RSS MB':>11}")
     for r in rows:
         print(
-            f"{r['size']:>6} {str(r['tta']):>5} {r['seconds']:>8.1f} {r['mp_per_s']:>6.3f} {r['peak_rss_mb']:>11.0f}"
+            f"{r['size']:>6} {str(r['tta']):>5} {r['last_tile']:>9} {r['seconds']:>8.1f} "
+            f"{r['mp_per_s']:>6.3f} {r['peak_rss_mb']:>11.0f}"
         )
-    plain = [r for r in rows if not r["tta"]]
+    plain = [r for r in rows if not r["tta"] and r["last_tile"] == args.last_tile[-1]]
     if len(plain) > 1:
         a, b = plain[0], plain[-1]
         print(

@@ -64,9 +64,12 @@ def test_batched_equals_one_tile_path(height, width, tile, overlap, batch_size, 
     shapes: set[tuple[int, ...]] = set()
     batched_fn = torch_batch_predictor(net)
 
+    areas: list[tuple[int, int]] = []  # (tiles, pixels) per call
+
     def counting(batch: np.ndarray) -> np.ndarray:
         calls.append(len(batch))
         shapes.add(batch.shape[2:])
+        areas.append((len(batch), batch.shape[0] * batch.shape[2] * batch.shape[3]))
         return batched_fn(batch)
 
     many = predict_array_tiled(array, counting, batch_size=batch_size, batched=True, **kw)
@@ -76,6 +79,8 @@ def test_batched_equals_one_tile_path(height, width, tile, overlap, batch_size, 
         assert side == tile or (stretch and side % stretch == 0)
     n = AUTO_CPU_BATCH if batch_size == "auto" else batch_size
     assert max(calls) <= n
+    # a call holds at most the pixels of N regular tiles (larger stretched tiles: fewer of them)
+    assert all(k == 1 or px <= n * tile * tile for k, px in areas)
     n_tiles = sum(calls)
     assert len(calls) < n_tiles or n_tiles == 1 or n == 1  # several tiles per call
 

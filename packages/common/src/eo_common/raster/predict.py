@@ -91,8 +91,9 @@ def _stream_rows(
     stretched to the border). Tiles are predicted ``N`` at a time (``N`` =
     :func:`resolve_batch_size` of ``batch_size``): a group is ``max(1, N // tiles_per_row)``
     consecutive tile rows, read as one window, and its tiles go through ``predict_fn`` in chunks of
-    at most ``N`` tiles of one shape (a stretched layout has up to four shapes; a per-tile function
-    is called once per tile). Memory: the group's rows ``(C, span, width)``, its predictions, one
+    one shape, at most ``N`` tiles of ``tile_size`` squared or as many larger (stretched) tiles as
+    cover the same area, at least one, so a call needs about the memory of ``N`` regular tiles
+    (a stretched layout has up to four shapes; a per-tile function is called once per tile). Memory: the group's rows ``(C, span, width)``, its predictions, one
     accumulator ``(out_bands, span, width)`` and one weight buffer ``(span, width)`` (``span`` about
     ``N / tiles_per_row`` tile rows, so the buffers hold about ``N`` tiles' worth whatever the raster
     height), reused for every group; the rows shared with the next group are shifted to the top.
@@ -114,8 +115,8 @@ def _stream_rows(
     col_pad = [padded_tile_size(n, tile_size, stretch) for _, n in cols]
     sample = None
     if batch_size == "auto" and takes_batch:
-        first, _ = read_rows(0, rows[0][1])  # the probe sizes N by the largest tile shape
-        sample = _pad_reflect(first[:, :, : cols[0][1]], max(row_pad), max(col_pad))
+        first, _ = read_rows(0, rows[0][1])  # the first tile is a regular one
+        sample = _pad_reflect(first[:, :, : cols[0][1]], row_pad[0], col_pad[0])
     n_batch = resolve_batch_size(batch_size, predict_fn, sample, batched=takes_batch, device=device)
     groups = _row_groups(len(rows), len(cols), n_batch, stretch)
     span_max = max(rows[g1 - 1][0] + rows[g1 - 1][1] - rows[g0][0] for g0, g1 in groups)
@@ -156,8 +157,9 @@ def _stream_rows(
                     by_shape.setdefault((row_pad[ri], col_pad[ci]), []).append((ri, ci))
             preds: dict[tuple[int, int], np.ndarray] = {}
             for (ph, pw), items in sorted(by_shape.items()):
-                for k in range(0, len(items), n_batch):
-                    chunk = items[k : k + n_batch]
+                per_call = max(1, n_batch * tile_size * tile_size // (ph * pw))
+                for k in range(0, len(items), per_call):
+                    chunk = items[k : k + per_call]
                     tiles = np.empty((len(chunk), data.shape[0], ph, pw), np.float32)
                     for j, (ri, ci) in enumerate(chunk):
                         (r0, rh), (c0, cw) = rows[ri], cols[ci]
@@ -384,7 +386,8 @@ def sliding_window_predict(
             without nodata marks NaN source pixels with NaN.
         progress: show a tqdm progress bar over tiles.
         batch_size: tiles per ``predict_fn`` call ``N`` (a batched ``predict_fn`` only; a per-tile
-            one is called once per tile), or ``"auto"``: from the free GPU memory on a CUDA
+            one is called once per tile; a stretched tile counts by its area, so a call of those
+            holds fewer), or ``"auto"``: from the free GPU memory on a CUDA
             ``device``, :data:`~eo_common.raster.batching.AUTO_CPU_BATCH` on the CPU
             (:func:`~eo_common.raster.batching.resolve_batch_size`).
         batched: whether ``predict_fn`` takes a batch; None reads ``predict_fn.batched`` (default
