@@ -116,7 +116,6 @@ def make_predict_fn(
     convention = task.hparams.get("convention", "glf-cr")
     device = torch.device(device) if device is not None else next(task.parameters()).device
     task.model.to(memory_format=torch.channels_last)
-    channels_last = torch.channels_last
 
     def fill(x: np.ndarray) -> np.ndarray:  # (B, C, t, t)
         x = x.astype(np.float32)
@@ -136,8 +135,8 @@ def make_predict_fn(
         optical = torch.from_numpy(normalize_s2(fill(tiles[:, :13]), convention)).to(device)
         sar = torch.from_numpy(normalize_s1(fill(tiles[:, 13:15]), convention)).to(device)
         out = task(
-            optical.contiguous(memory_format=channels_last),
-            sar.contiguous(memory_format=channels_last),
+            optical.contiguous(memory_format=torch.channels_last),
+            sar.contiguous(memory_format=torch.channels_last),
         )
         r = task.data_range
         dn = denormalize_s2(out.prediction.clamp(0, r).float().cpu().numpy(), convention)

@@ -68,13 +68,13 @@ SCHEDULERS = ("none", "step", "plateau", "cosine", "cosine_restarts")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")
 #: ``last_tile`` of a sliding-window command: what :func:`eo_common.raster.tile_spans` does at the
-#: border (``stretch`` computes fewer pixels twice; ``shift`` is the square-tile layout of releases
-#: before 0.3, kept to reproduce their outputs)
+#: border (``stretch`` computes fewer pixels twice; ``shift`` is the square-tile layout of earlier
+#: versions, release 0.1.0 included, kept to reproduce their outputs)
 LastTile = Literal["stretch", "shift"]
 LAST_TILE_HELP = (
     "the last tile of each row and column: stretch = to the border (up to 2 x tile_size - overlap, "
     "fewer pixels computed twice: 1.20x a 1024 px scene's pixels for 256/32 tiles instead of 1.56x); "
-    "shift = a tile_size tile shifted inwards (the layout before 0.3)"
+    "shift = a tile_size tile shifted inwards (the layout of earlier versions)"
 )
 
 

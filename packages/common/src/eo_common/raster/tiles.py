@@ -4,9 +4,10 @@
 tile of each row and column is shifted inwards so that it ends at the border, so every pixel is covered
 and no padding is needed when the raster is at least one tile large. With ``stretch`` (for fully
 convolutional models) the last tile of each row and column stretches to the border instead
-(:func:`tile_spans`), which computes fewer pixels twice. Overlapping predictions are blended with weights that ramp up over the overlap (:func:`blend_weights`, linear or cosine); the
-ramps of two neighbours are complementary, so the weights sum to one and a function that returns its
-input comes back unchanged.
+(:func:`tile_spans`), which computes fewer pixels twice. Overlapping predictions are blended with
+weights that ramp up over the overlap (:func:`blend_weights`, linear or cosine); the ramps of two
+neighbours are complementary, so the weights sum to one and a function that returns its input comes
+back unchanged.
 """
 
 from __future__ import annotations
@@ -72,11 +73,11 @@ def tile_spans(
         >>> tile_spans(200, 256, 32, stretch=32)
         [(0, 200)]
     """
+    if int(stretch) != stretch or stretch < 0:
+        raise ValueError(f"stretch must be a non-negative integer, got {stretch}")
     offsets = tile_offsets(length, tile_size, overlap)
     if not stretch or len(offsets) == 1:
         return [(o, min(tile_size, length)) for o in offsets]
-    if int(stretch) != stretch or stretch < 0:
-        raise ValueError(f"stretch must be a non-negative integer, got {stretch}")
     regular = offsets[:-1]  # the shifted last tile is dropped; the last regular one stretches
     return [(o, tile_size) for o in regular[:-1]] + [(regular[-1], length - regular[-1])]
 
