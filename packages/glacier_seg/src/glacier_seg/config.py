@@ -363,6 +363,15 @@ class InferenceData(DataConfig):
     )
 
 
+#: ``--window`` of glacier-eval and glacier-predict
+WINDOW_HELP = (
+    "sliding-window side (px): predict each tile in windows of this size blended over "
+    "--window_overlap, the last window of each row and column stretched to the tile's border "
+    "(memory bounded by data.batch_size windows, any tile size); 0: each tile whole in one "
+    "forward pass"
+)
+
+
 def _window_problems(window: int, overlap: int) -> list[str]:
     if window and overlap >= window:
         return [f"window_overlap: must be smaller than window {window}, got {overlap}"]
@@ -416,10 +425,7 @@ class GlacierEvalConfig:
     )
     window: int = opt(
         0,
-        help="sliding-window side (px): predict each tile in windows of this size blended over "
-        "--window_overlap, the last window of each row and column stretched to the tile's border "
-        "(memory bounded by data.batch_size windows, any tile size); 0: each tile whole in one "
-        "forward pass",
+        help=WINDOW_HELP,
         min=0,
     )
     window_overlap: int = opt(64, help="overlap of neighbouring windows (px)", min=0)
@@ -463,10 +469,7 @@ class GlacierPredictConfig:
     )
     window: int = opt(
         0,
-        help="sliding-window side (px): predict each tile in windows of this size blended over "
-        "--window_overlap, the last window of each row and column stretched to the tile's border "
-        "(memory bounded by data.batch_size windows, any tile size); 0: each tile whole in one "
-        "forward pass",
+        help=WINDOW_HELP,
         min=0,
     )
     window_overlap: int = opt(64, help="overlap of neighbouring windows (px)", min=0)
